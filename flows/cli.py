@@ -1,0 +1,270 @@
+"""The ``rnnbench`` command: run, sweep, prepare, list, ui.
+
+Every name and size is checked before anything trains; a bad one gets one line naming it and
+the valid choices, and exit code 2. Ctrl-C marks runs KILLED; the same command then resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from flows.settings import Settings, apply_environment, load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Fair, tuned bake-offs of RNN variants against a Transformer baseline.")
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _console():
+    from flows.progress import console
+
+    return console
+
+
+def _fail(message: str) -> None:
+    _console().print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _split(value: Optional[str]) -> Optional[list[str]]:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _setup(tracking_uri=None, experiment=None, ray_address=None) -> Settings:
+    settings = load_settings(tracking_uri, experiment, ray_address)
+    apply_environment(settings)
+    from flows.quiet import silence
+
+    silence()
+    return settings
+
+
+def _validated(preset: str, datasets: Optional[list[str]], variants: Optional[list[str]]):
+    from datamodules.loaders import DataError
+    from flows.presets import PresetError, load_preset, select
+
+    try:
+        p = load_preset(preset)
+        ds, vs = select(p, datasets, variants)
+        from datamodules.catalog import get_dataset
+
+        for d in ds:
+            get_dataset(d).params(p.dataset_params.get(d))
+        from modules.registry import VariantError, resolve_variant
+
+        for v in vs:
+            resolve_variant(v, p.custom_variants)
+    except (PresetError, DataError, VariantError) as exc:
+        _fail(str(exc))
+    return p, ds, vs
+
+
+def _ui_commands(settings: Settings) -> list[str]:
+    mlflow_cmd = (f"mlflow ui --backend-store-uri {shlex.quote(settings.tracking_uri)} "
+                  f"--host 127.0.0.1 --port 5000")
+    prefect_cmd = (f"PREFECT_HOME={shlex.quote(str(settings.prefect_home))} "
+                   f"prefect server start --host 127.0.0.1 --port 4200")
+    return [mlflow_cmd, prefect_cmd]
+
+
+def _print_results(result: dict, settings: Settings) -> None:
+    from datamodules.catalog import DATASETS
+    from flows.leaderboard import to_rich
+
+    console = _console()
+    console.print()
+    for dataset, board in result["boards"].items():
+        console.print(to_rich(dataset, board, DATASETS[dataset].modality))
+        console.print()
+    console.print(f"Leaderboards (CSV, Markdown): [bold]{result['reports']}[/]")
+    console.print(f"MLflow experiment [bold]{settings.experiment}[/], benchmark run "
+                  f"[bold]{result['run_id']}[/]")
+    venv_bin = Path(sys.executable).parent
+    console.print("Open both UIs on these results (Ctrl-C stops them):")
+    console.print(f"  {venv_bin / 'rnnbench'} ui")
+    console.print("or each by itself:")
+    for cmd in _ui_commands(settings):
+        console.print(f"  {cmd}", soft_wrap=True)
+
+
+def _run_flow(fn, settings: Settings, **kwargs) -> None:
+    console = _console()
+    try:
+        result = fn(**kwargs)
+    except KeyboardInterrupt:
+        console.print("\n[yellow]interrupted:[/] runs marked KILLED, Ray stopped. "
+                      "Run the same command again to resume.")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    _print_results(result, settings)
+
+
+@app.command()
+def run(
+    preset: str = typer.Option("quick", help="preset name or path to a .toml file"),
+    datasets: Optional[str] = typer.Option(None, help="comma-separated dataset names"),
+    variants: Optional[str] = typer.Option(None, help="comma-separated variant names"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
+    ray_address: Optional[str] = typer.Option(None, help="address of a running Ray cluster"),
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default rnnbench)"),
+) -> None:
+    """Run the benchmark flow: prepare datasets, sweep every variant, print leaderboards."""
+    settings = _setup(tracking_uri, experiment, ray_address)
+    p, ds, vs = _validated(preset, _split(datasets), _split(variants))
+    b = p.budget
+    _console().print(f"rnnbench [bold]{p.name}[/]: {len(ds)} dataset(s) x {len(vs)} variant(s), "
+                     f"{b.num_samples} trials of at most {b.max_epochs} epochs each; state in {settings.home}")
+    from flows.pipeline import benchmark
+
+    _run_flow(benchmark, settings, preset=preset, datasets=ds, variants=vs,
+              experiment=settings.experiment, tracking_uri=settings.tracking_uri,
+              ray_address=settings.ray_address, show_progress=True)
+
+
+@app.command()
+def sweep(
+    dataset: str = typer.Option(..., help="dataset name"),
+    variant: str = typer.Option(..., help="variant name"),
+    preset: str = typer.Option("quick", help="preset name or path to a .toml file"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
+    ray_address: Optional[str] = typer.Option(None, help="address of a running Ray cluster"),
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default rnnbench)"),
+) -> None:
+    """Run one sweep (one dataset, one variant)."""
+    settings = _setup(tracking_uri, experiment, ray_address)
+    _validated(preset, [dataset], [variant])
+    from flows.pipeline import sweep as sweep_flow
+
+    _run_flow(sweep_flow, settings, dataset=dataset, variant=variant, preset=preset,
+              experiment=settings.experiment, tracking_uri=settings.tracking_uri,
+              ray_address=settings.ray_address, show_progress=True)
+
+
+@app.command()
+def prepare(
+    names: Optional[list[str]] = typer.Argument(None, help="dataset names"),
+    all_: bool = typer.Option(False, "--all", help="prepare every built-in dataset"),
+) -> None:
+    """Prepare datasets into the local state folder (reused when inputs are unchanged)."""
+    from datamodules.catalog import DATASETS
+
+    settings = _setup()
+    chosen = list(DATASETS) if all_ else list(names or [])
+    if not chosen:
+        _fail(f"name at least one dataset or pass --all; valid: {', '.join(DATASETS)}")
+    for name in chosen:
+        if name not in DATASETS:
+            _fail(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    from datamodules.loaders import DataError
+    from flows.pipeline import prepare_dataset
+
+    try:
+        results = prepare_dataset(chosen)
+    except DataError as exc:
+        _fail(str(exc))
+    console = _console()
+    for name, result in results.items():
+        m = result["manifest"]
+        counts = ", ".join(f"{s} {v['n']}" for s, v in m["splits"].items())
+        state = "reused" if result["reused"] else "prepared"
+        console.print(f"[green]✓[/] {name:<16} {state}: {counts}; hash {m['content_hash'][:12]}  "
+                      f"{result['artifact_dir']}")
+
+
+@app.command("list")
+def list_() -> None:
+    """The datasets, variants and presets rnnbench knows."""
+    from rich.table import Table
+
+    from datamodules.catalog import DATASETS
+    from flows.presets import available_presets, load_preset
+    from modules.registry import VARIANTS
+
+    console = _console()
+    table = Table(title="datasets", title_justify="left")
+    for col in ("name", "modality", "task", "description", "parameters"):
+        table.add_column(col)
+    for spec in DATASETS.values():
+        params = " ".join(f"{k}={v}" for k, v in spec.defaults.items())
+        table.add_row(spec.name, spec.modality, spec.task, spec.description, params)
+    console.print(table)
+    console.print("variants: " + " ".join(VARIANTS))
+    presets = Table(title="presets", title_justify="left")
+    presets.add_column("name")
+    presets.add_column("description")
+    for name in available_presets():
+        presets.add_row(name, load_preset(name).description)
+    console.print(presets)
+
+
+def _wait_http(url: str, timeout: float) -> bool:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+@app.command()
+def ui(
+    mlflow_port: int = typer.Option(5000, help="port for the MLflow UI"),
+    prefect_port: int = typer.Option(4200, help="port for the Prefect UI"),
+) -> None:
+    """Start the MLflow UI and a Prefect server on 127.0.0.1 over the local state."""
+    settings = _setup()
+    for port in (mlflow_port, prefect_port):
+        if not 0 < port < 65536:
+            _fail(f"port must be between 1 and 65535, got {port}")
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PREFECT_HOME": str(settings.prefect_home)}
+    env.pop("PREFECT_API_URL", None)
+    procs = [
+        subprocess.Popen([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", settings.tracking_uri,
+                          "--host", "127.0.0.1", "--port", str(mlflow_port)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1",
+                          "--port", str(prefect_port)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]
+    console = _console()
+    try:
+        urls = {"MLflow": f"http://127.0.0.1:{mlflow_port}", "Prefect": f"http://127.0.0.1:{prefect_port}"}
+        for name, url in urls.items():
+            ok = _wait_http(url, 60)
+            console.print(f"{name} UI: {url}" + ("" if ok else "  [red](not answering yet)[/]"))
+        console.print("Ctrl-C stops both.")
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+        _fail("a UI server exited; is the port already in use?")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    app()

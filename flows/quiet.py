@@ -1,0 +1,43 @@
+"""Console hygiene: the warnings and log lines that tell a user nothing actionable.
+
+``silence`` runs in the driver and, as Ray's worker_process_setup_hook, in every Ray worker:
+warning filters set in the driver do not reach worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+_IGNORED_WARNINGS = (
+    r".*does not have many workers.*",  # DataLoader advice; tiny in-memory datasets need none
+    r".*weights_only.*",  # torch.load notice at checkpoint save/restore
+    r".*pytree.*",  # torch's _register_pytree_node deprecation, raised inside libraries
+    r".*enable_nested_tensor.*",
+    r".*GPU available but not used.*",
+    r".*The number of training batches.*log_every_n_steps.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+    r".*pickle.*",  # MLflow's note on pickled artifacts
+    r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r".*Consider setting `persistent_workers=True`.*",
+    r".*Starting from v1\.9\.0, `tensorboardX` has been removed.*",
+    r".*Found .* module\(s\) in eval mode.*",
+    r".*Add type hints to the `predict` method.*",  # rnnbench's pyfunc takes a DataFrame by design
+)
+
+_QUIET_LOGGERS = (
+    "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric",
+    "pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
+    "mlflow", "alembic", "ray", "ray.tune", "ray.train", "filelock", "urllib3",
+)
+
+
+def silence() -> None:
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    for pattern in _IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)

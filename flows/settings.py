@@ -1,0 +1,77 @@
+"""Where rnnbench keeps its state and which services it talks to, read once per process.
+
+Defaults need no server: MLflow in SQLite, Prefect's temporary API, a local Ray, all under
+``$RNNBENCH_HOME`` (default ``./.rnnbench``). Each can be pointed at a real service instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    tracking_uri: str
+    experiment: str
+    ray_address: str | None
+
+    @property
+    def data_root(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def tune_root(self) -> Path:
+        return self.home / "ray"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def reports_root(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
+
+
+def load_settings(tracking_uri: str | None = None, experiment: str | None = None,
+                  ray_address: str | None = None, home: str | Path | None = None) -> Settings:
+    """Arguments win over environment variables, which win over the local defaults."""
+    root = Path(home or os.environ.get("RNNBENCH_HOME") or ".rnnbench").expanduser().resolve()
+    return Settings(
+        home=root,
+        tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{root / 'mlflow.db'}",
+        experiment=experiment or os.environ.get("RNNBENCH_EXPERIMENT") or "rnnbench",
+        ray_address=ray_address or os.environ.get("RAY_ADDRESS") or None,
+    )
+
+
+def apply_environment(settings: Settings) -> None:
+    """Export what child processes and late-imported libraries read from the environment.
+
+    Must run before Prefect is imported (it reads PREFECT_HOME then) and before Ray starts.
+    """
+    settings.home.mkdir(parents=True, exist_ok=True)
+    os.environ["RNNBENCH_HOME"] = str(settings.home)
+    os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
+    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
+    # Ray 2.60 turns token auth on by itself for a plain ray.init(); a local run wants none,
+    # and a cluster user sets RAY_AUTH_MODE=token (and the token path) explicitly.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Tune's own console reporter gives way to rnnbench's progress display
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ctrl-C must reach rnnbench (runs marked KILLED); Tune's saved state still allows resume
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # the temporary API's telemetry job writes to its SQLite file concurrently with the flow
+    # and, on a busy 2-core machine, printed "database is locked" tracebacks
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

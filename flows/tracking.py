@@ -1,0 +1,160 @@
+"""Everything rnnbench writes to MLflow goes through here: runs, their nesting and status,
+provenance, and the logged model. Runs nest benchmark > sweep > trial via mlflow.parentRunId.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+ROLE = "rnnbench.role"
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+PACKAGES = ("torch", "pytorch-lightning", "ray", "mlflow", "prefect", "torchmetrics", "numpy")
+
+
+def client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path | None) -> str:
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            c.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = None
+    if artifact_root is not None and tracking_uri.startswith("sqlite"):
+        # a SQLite store's default artifact root is ./mlruns of whatever the cwd is; pin it
+        location = (Path(artifact_root) / name).resolve().as_uri()
+    return c.create_experiment(name, artifact_location=location)
+
+
+def _flat_params(params: dict[str, Any]) -> list[Param]:
+    return [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+
+
+def create_run(tracking_uri: str, experiment_id: str, name: str, tags: dict[str, str],
+               params: dict[str, Any] | None = None, parent_run_id: str | None = None) -> str:
+    c = client(tracking_uri)
+    all_tags = dict(tags)
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = c.create_run(experiment_id, run_name=name, tags=all_tags)
+    if params:
+        c.log_batch(run.info.run_id, params=_flat_params(params))
+    return run.info.run_id
+
+
+def find_child(tracking_uri: str, experiment_id: str, parent_run_id: str | None,
+               tags: dict[str, str]) -> Any | None:
+    """The newest run carrying all ``tags`` (below ``parent_run_id`` when given), if any."""
+    clauses = [f"tags.mlflow.parentRunId = '{parent_run_id}'"] if parent_run_id else []
+    clauses += [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+    runs = client(tracking_uri).search_runs(
+        [experiment_id], " and ".join(clauses), order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def children(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list:
+    return client(tracking_uri).search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=5000)
+
+
+def open_trial_run(tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str,
+                   name: str, tags: dict[str, str]) -> str:
+    """One MLflow run per Tune trial id: a restarted trial continues its own run."""
+    existing = find_child(tracking_uri, experiment_id, parent_run_id, {"rnnbench.trial_id": trial_id})
+    if existing is not None:
+        client(tracking_uri).update_run(existing.info.run_id, status="RUNNING")
+        return existing.info.run_id
+    return create_run(tracking_uri, experiment_id, name,
+                      {**tags, ROLE: "trial", "rnnbench.trial_id": trial_id},
+                      parent_run_id=parent_run_id)
+
+
+def log_params(tracking_uri: str, run_id: str, params: dict[str, Any]) -> None:
+    client(tracking_uri).log_batch(run_id, params=_flat_params(params))
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    import time
+
+    now = int(time.time() * 1000)
+    client(tracking_uri).log_batch(
+        run_id, metrics=[Metric(k, float(v), now, step) for k, v in sorted(metrics.items())])
+
+
+def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
+    client(tracking_uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def finish(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    c = client(tracking_uri)
+    if c.get_run(run_id).info.status != status:
+        c.set_terminated(run_id, status)
+
+
+def close_descendants(tracking_uri: str, experiment_id: str, run_id: str, status: str) -> int:
+    """Give every still-RUNNING run below ``run_id`` a final status; returns how many."""
+    closed = 0
+    for child in children(tracking_uri, experiment_id, run_id):
+        closed += close_descendants(tracking_uri, experiment_id, child.info.run_id, status)
+        if child.info.status not in TERMINAL:
+            client(tracking_uri).set_terminated(child.info.run_id, status)
+            closed += 1
+    return closed
+
+
+def log_json(tracking_uri: str, run_id: str, payload: Any, artifact_file: str) -> None:
+    client(tracking_uri).log_dict(run_id, payload, artifact_file)
+
+
+def log_files(tracking_uri: str, run_id: str, paths: Iterable[Path], artifact_path: str | None = None) -> None:
+    c = client(tracking_uri)
+    for path in paths:
+        c.log_artifact(run_id, str(path), artifact_path)
+
+
+def provenance(seed: int) -> dict[str, str]:
+    """What a reader needs to reproduce a benchmark: code, libraries, machine."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        commit = "unknown"
+    import torch
+
+    info = {
+        "seed": str(seed), "git_commit": commit, "python": platform.python_version(),
+        "platform": platform.platform(), "cpu_count": str(__import__("os").cpu_count()),
+        "cuda_devices": str(torch.cuda.device_count()),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+    }
+    for pkg in PACKAGES:
+        try:
+            info[f"version.{pkg}"] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return info
+
+
+def dataset_input(tracking_uri: str, run_id: str, manifest: dict) -> None:
+    """Attach the prepared dataset's manifest to a run as an MLflow dataset input."""
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.entities import Dataset as DatasetEntity
+
+    entity = DatasetEntity(
+        name=manifest["dataset"], digest=manifest["content_hash"][:32], source_type="local",
+        source=json.dumps({"cache_key": manifest["cache_key"]}),
+        profile=json.dumps(manifest["splits"]), schema=json.dumps({"task": manifest["task"]}),
+    )
+    client(tracking_uri).log_inputs(
+        run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])])

@@ -1,0 +1,1 @@
+"""rnnbench models: sequence encoders, task heads, and the LightningModule that trains them."""
