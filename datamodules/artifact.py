@@ -46,6 +46,7 @@ class Split:
 
     x: list[np.ndarray]
     y: np.ndarray
+    ids: np.ndarray | None = None  # where each example came from in the raw source (provenance)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -78,6 +79,8 @@ def write_artifact(target: Path, prepared: Prepared, manifest_base: dict[str, An
             split = prepared.splits[split_name]
             flat, lengths = _flatten(split)
             arrays = {"x": flat, "lengths": lengths, "y": np.asarray(split.y)}
+            if split.ids is not None:
+                arrays["ids"] = np.asarray(split.ids, dtype=np.int64)
             for key, arr in arrays.items():
                 fname = f"{split_name}_{key}.npy"
                 np.save(tmp / fname, np.ascontiguousarray(arr), allow_pickle=False)
@@ -133,4 +136,6 @@ def load_split(artifact_dir: Path, split: str) -> Split:
     y = np.load(d / f"{split}_y.npy", allow_pickle=False)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     x = [flat[offsets[i]: offsets[i + 1]] for i in range(len(lengths))]
-    return Split(x=x, y=y)
+    ids_path = d / f"{split}_ids.npy"
+    ids = np.load(ids_path, allow_pickle=False) if ids_path.is_file() else None
+    return Split(x=x, y=y, ids=ids)

@@ -77,10 +77,10 @@ def _build_japanese_vowels(files: dict[str, Path], p: dict[str, Any]) -> Prepare
     y_test = np.array([index[c] for c in test_labels], dtype=np.int64)
     tr, va = train_test_split(np.arange(len(train_x)), test_size=p["val_fraction"],
                               stratify=y_train, random_state=p["seed"])
-    splits = {
-        "train": Split([train_x[i] for i in tr], y_train[tr]),
-        "val": Split([train_x[i] for i in va], y_train[va]),
-        "test": Split(test_x, y_test),
+    splits = {  # ids: row in the TRAIN file, or -(1 + row) in the TEST file
+        "train": Split([train_x[i] for i in tr], y_train[tr], tr),
+        "val": Split([train_x[i] for i in va], y_train[va], va),
+        "test": Split(test_x, y_test, -1 - np.arange(len(test_x))),
     }
     scaler = _standardize(splits)
     meta = {"num_classes": len(classes), "input_dim": int(train_x[0].shape[1]), "vocab_size": 0}
@@ -109,6 +109,7 @@ def _build_rotten_tomatoes(files: dict[str, Path], p: dict[str, Any]) -> Prepare
     classes = ["rotten", "fresh"]
     y = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
     tokens = [tokenize(t) for t in frame["text"].astype(str)]
+    rows = frame.index.to_numpy(np.int64)  # row in the CSV (plot rows dropped)
     idx = np.arange(len(tokens))
     held = p["val_fraction"] + p["test_fraction"]
     tr, rest = train_test_split(idx, test_size=held, stratify=y, random_state=p["seed"])
@@ -117,7 +118,7 @@ def _build_rotten_tomatoes(files: dict[str, Path], p: dict[str, Any]) -> Prepare
     vocab = build_vocab([tokens[i] for i in tr], p["min_freq"], p["max_vocab"])
     index = {t: i for i, t in enumerate(vocab)}
     splits = {
-        name: Split([encode(tokens[i], index, p["max_len"]) for i in ids], y[ids])
+        name: Split([encode(tokens[i], index, p["max_len"]) for i in ids], y[ids], rows[ids])
         for name, ids in (("train", tr), ("val", va), ("test", te))
     }
     meta = {"num_classes": len(classes), "input_dim": 0, "vocab_size": len(vocab)}
@@ -133,7 +134,7 @@ def make_windows(scaled: np.ndarray, start: int, stop: int, window: int, horizon
     targets = range(first, stop - horizon + 1)
     x = [scaled[t - window: t, None].astype(np.float32) for t in targets]
     y = np.stack([scaled[t: t + horizon] for t in targets]).astype(np.float32) if x else np.zeros((0, horizon))
-    return Split(x, y)
+    return Split(x, y, np.array(list(targets), dtype=np.int64))  # ids: first target step
 
 
 def _build_sunspots(files: dict[str, Path], p: dict[str, Any]) -> Prepared:

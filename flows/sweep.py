@@ -153,7 +153,7 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
         for result in grid:
             trial_run = tracking.find_child(uri, req.experiment_id, sweep_run_id,
                                             {"rnnbench.trial_id": result.metrics.get("trial_id", "")})
-            if trial_run is not None and trial_run.info.status not in tracking.TERMINAL:
+            if trial_run is not None:  # Tune's verdict on each trial is the final word
                 tracking.finish(uri, trial_run.info.run_id, "FAILED" if result.error else "FINISHED")
         ok = [r for r in grid if r.error is None and r.metrics and metric in r.metrics]
         if not ok:

@@ -86,6 +86,12 @@ def train_trial(config: dict[str, Any]) -> None:
         else:
             trainer.fit(model, datamodule)
         status = "FINISHED"
+    except SystemExit:
+        # tune.report raises SystemExit(0) when the scheduler stops this trial: a normal end
+        early = trainer.current_epoch + 1 < int(ctx["max_epochs"])
+        tracking.set_tags(uri, run_id, {"rnnbench.stopped_early": str(early).lower()})
+        status = "FINISHED"
+        raise
     finally:
         tracking.finish(uri, run_id, status)
 

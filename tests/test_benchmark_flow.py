@@ -1,0 +1,115 @@
+"""The benchmark flow end to end on a tiny budget: Ray Tune trials nested in MLflow, a
+leaderboard rebuilt from MLflow, a logged model that loads back, and resume after Ctrl-C."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import TINY_PRESET
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def finished(prefect_harness, tracking_uri):
+    from flows.pipeline import benchmark
+
+    result = benchmark(preset=TINY_PRESET, experiment="e2e", tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return result, runs, client
+
+
+def _role(runs, role):
+    return [r for r in runs if r.data.tags.get("rnnbench.role") == role]
+
+
+def test_runs_nest_benchmark_then_sweep_then_trial_and_none_is_left_running(finished):
+    result, runs, _ = finished
+    (bench,) = _role(runs, "benchmark")
+    sweeps, trials = _role(runs, "sweep"), _role(runs, "trial")
+    assert {s.data.tags["variant"] for s in sweeps} == {"lstm", "bigru"}
+    assert all(s.data.tags["mlflow.parentRunId"] == bench.info.run_id for s in sweeps)
+    sweep_ids = {s.info.run_id for s in sweeps}
+    assert len(trials) == 4 and all(t.data.tags["mlflow.parentRunId"] in sweep_ids for t in trials)
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert all(r.data.tags.get("dataset") == "japanese-vowels" for r in sweeps + trials)
+    # per-epoch metrics on trials, provenance on the benchmark run
+    trial_history = finished[2].get_metric_history(trials[0].info.run_id, "val/acc")
+    assert len(trial_history) >= 1
+    assert {"git_commit", "seed", "version.torch"} <= set(bench.data.params)
+
+
+def test_leaderboard_ranks_variants_on_test_metric_above_the_baseline(finished):
+    result, runs, client = finished
+    board = result["boards"]["japanese-vowels"]
+    variants = board["variant"].tolist()
+    assert set(variants[:2]) == {"lstm", "bigru"} and variants[2] == "(majority class)"
+    accs = board["test/acc"].tolist()
+    assert accs[0] >= accs[1] > accs[2]
+    assert (board["params"].iloc[:2] > 0).all()
+    logged = {a.path for a in client.list_artifacts(result["run_id"], "leaderboard")}
+    assert {"leaderboard/leaderboard.md", "leaderboard/leaderboard_japanese-vowels.csv"} <= logged
+
+
+def test_logged_model_loads_back_and_scores_what_mlflow_recorded(finished, prepared, tracking_uri):
+    from datamodules.artifact import load_split, read_extra
+
+    result, runs, client = finished
+    sweep = next(r for r in _role(runs, "sweep") if r.data.tags["variant"] == "bigru")
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{sweep.info.run_id}/model")
+    artifact, _ = prepared["japanese-vowels"]
+    test = load_split(artifact, "test")
+    scaler = read_extra(artifact, "scaler")
+    raw = [(s * np.array(scaler["std"]) + np.array(scaler["mean"])).tolist() for s in test.x]
+    out = model.predict(pd.DataFrame({"sequence": raw}))
+    labels = read_extra(artifact, "labels")
+    accuracy = float((out["label"].to_numpy() == np.array(labels)[test.y]).mean())
+    assert accuracy == pytest.approx(sweep.data.metrics["test/acc"], abs=1e-6)
+    requirements = mlflow.pyfunc.get_model_dependencies(f"runs:/{sweep.info.run_id}/model")
+    with open(requirements) as fh:
+        pins = fh.read()
+    assert "torch==" in pins and "+cpu" not in pins
+
+
+def test_interrupted_benchmark_is_marked_killed_and_the_same_command_resumes(
+        prefect_harness, tracking_uri, monkeypatch):
+    import flows.pipeline as pipeline
+
+    real = pipeline.run_sweep
+
+    def interrupt_on_bigru(request):
+        if request.variant == "bigru":
+            raise KeyboardInterrupt
+        return real(request)
+
+    monkeypatch.setattr(pipeline, "run_sweep", interrupt_on_bigru)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.benchmark(preset=TINY_PRESET, experiment="resume", tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("resume")
+    runs = client.search_runs([exp.experiment_id])
+    (bench,) = _role(runs, "benchmark")
+    assert bench.info.status == "KILLED"
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    (lstm_sweep,) = _role(runs, "sweep")
+    assert lstm_sweep.info.status == "FINISHED"
+
+    monkeypatch.setattr(pipeline, "run_sweep", real)
+    result = pipeline.benchmark(preset=TINY_PRESET, experiment="resume", tracking_uri=tracking_uri)
+    assert result["run_id"] == bench.info.run_id and result["resumed"]
+    runs = client.search_runs([exp.experiment_id])
+    sweeps = _role(runs, "sweep")
+    assert sorted(s.data.tags["variant"] for s in sweeps) == ["bigru", "lstm"]  # lstm not redone
+    assert {r.info.status for r in runs} == {"FINISHED"}

@@ -1,0 +1,62 @@
+"""Bad input gets one clear line, the valid choices and exit 2, before anything trains."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RNNBENCH = str(Path(sys.executable).parent / "rnnbench")
+
+
+def _cli(*args, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RNNBENCH_HOME": str(home), "COLUMNS": "200"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([RNNBENCH, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "--variants", "lstm,lsmt"], "unknown variant 'lsmt'; valid: rnn, lstm, gru, birnn, bilstm, bigru, transformer"),
+    (["run", "--datasets", "imdb"], "unknown dataset 'imdb'; valid: japanese-vowels, rotten-tomatoes, sunspots"),
+    (["run", "--preset", "huge"], "unknown preset 'huge'; valid: quick"),
+    (["run", "--preset", "/no/such/preset.toml"], "preset file not found: /no/such/preset.toml"),
+    (["sweep", "--dataset", "sunspots", "--variant", "mamba"], "unknown variant 'mamba'"),
+    (["prepare", "cifar"], "unknown dataset 'cifar'; valid: japanese-vowels"),
+])
+def test_bad_names_fail_fast_with_one_line_naming_the_valid_choices(tmp_path, args, message):
+    proc = _cli(*args, home=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert message in out.replace("\n", " ")
+    assert "Traceback" not in out
+    assert not (tmp_path / "mlflow.db").exists(), "nothing may start before input is validated"
+
+
+def test_non_positive_size_in_a_preset_is_refused(tmp_path):
+    preset = tmp_path / "mine.toml"
+    preset.write_text('[budget]\nnum_samples = 0\n')
+    proc = _cli("run", "--preset", str(preset), home=tmp_path)
+    assert proc.returncode == 2
+    assert "budget.num_samples must be a positive number, got 0" in proc.stdout
+    preset.write_text('[space]\nhidden_size = { choice = [32, -4] }\n')
+    proc = _cli("run", "--preset", str(preset), home=tmp_path)
+    assert proc.returncode == 2 and "hidden_size: must be positive, got -4" in proc.stdout
+
+
+def test_list_shows_every_dataset_variant_and_preset(tmp_path):
+    proc = _cli("list", home=tmp_path)
+    assert proc.returncode == 0
+    for name in ("japanese-vowels", "rotten-tomatoes", "sunspots", "rnn lstm gru birnn bilstm bigru transformer", "quick"):
+        assert name in proc.stdout
+
+
+def test_prepare_all_writes_artifacts_and_reuses_them(tmp_path):
+    first = _cli("prepare", "--all", home=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.count("prepared:") == 3
+    again = _cli("prepare", "sunspots", home=tmp_path)
+    assert again.returncode == 0 and "reused" in again.stdout
+    assert "Traceback" not in first.stdout + first.stderr

@@ -1,0 +1,163 @@
+"""Preparation is deterministic, reused, leak-free, and refuses bad input clearly."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from datamodules.artifact import load_split, read_extra
+from datamodules.catalog import artifact_location, baseline_scores, get_dataset, prepare
+from datamodules.datamodule import SequenceDataModule, collate
+from datamodules.loaders import DataError, read_series, read_ts
+
+
+def test_built_in_datasets_have_the_published_shapes(prepared):
+    jv = prepared["japanese-vowels"][1]
+    assert jv["num_classes"] == 9 and jv["input_dim"] == 12
+    assert jv["splits"]["train"]["n"] + jv["splits"]["val"]["n"] == 270
+    assert jv["splits"]["test"]["n"] == 370
+    assert 7 <= jv["splits"]["test"]["length_min"] and jv["splits"]["test"]["length_max"] <= 29
+    rt = prepared["rotten-tomatoes"][1]
+    assert sum(rt["splits"][s]["n"] for s in ("train", "val", "test")) == 7403 + 5405
+    ss = prepared["sunspots"][1]
+    assert ss["horizon"] == 12 and ss["task"] == "forecasting"
+
+
+def test_preparation_is_deterministic_and_a_second_run_reuses_the_artifact(tmp_path, prepared):
+    first_dir, first = prepared["japanese-vowels"]
+    again_dir, again, reused = prepare("japanese-vowels", tmp_path)
+    assert not reused and again["content_hash"] == first["content_hash"]
+    for f in sorted(p.name for p in first_dir.iterdir()):
+        assert (first_dir / f).read_bytes() == (again_dir / f).read_bytes(), f
+    _, _, reused = prepare("japanese-vowels", tmp_path)
+    assert reused
+
+
+def test_changed_parameters_give_a_new_artifact(tmp_path):
+    a, _ = artifact_location("sunspots", tmp_path)
+    b, _ = artifact_location("sunspots", tmp_path, {"window": 60})
+    assert a != b
+
+
+def test_vocabulary_is_built_from_training_split_only(tmp_path):
+    params = {"max_len": 10_000, "min_freq": 2}  # no truncation: every token is counted
+    artifact, manifest, _ = prepare("rotten-tomatoes", tmp_path, params)
+    vocab = read_extra(artifact, "vocab")
+    train_counts = np.bincount(np.concatenate(load_split(artifact, "train").x), minlength=len(vocab))
+    # every real word in the vocabulary occurs at least min_freq times in the training split
+    assert (train_counts[2:] >= 2).all()
+    test_ids = np.concatenate(load_split(artifact, "test").x)
+    assert (test_ids == 1).any(), "test words unseen in training must map to <unk>"
+
+
+def test_scalers_are_fit_on_training_data_only(prepared):
+    artifact, manifest = prepared["sunspots"]
+    raw = read_series(_sunspots_file())
+    train_end = int(len(raw) * (1 - 0.15 - 0.15))
+    scaler = read_extra(artifact, "scaler")
+    assert scaler["mean"][0] == pytest.approx(raw[:train_end].mean())
+    assert scaler["std"][0] == pytest.approx(raw[:train_end].std())
+    jv_dir, _ = prepared["japanese-vowels"]
+    train = np.concatenate(load_split(jv_dir, "train").x)
+    np.testing.assert_allclose(train.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(train.std(axis=0), 1.0, atol=1e-3)
+
+
+def _sunspots_file():
+    from datamodules.catalog import VENDORED
+
+    return VENDORED / "sunspots" / "sunspots.txt.gz"
+
+
+def test_splits_do_not_overlap_and_series_split_is_chronological(prepared):
+    for name in ("japanese-vowels", "rotten-tomatoes"):
+        artifact, _ = prepared[name]
+        ids = {s: set(load_split(artifact, s).ids.tolist()) for s in ("train", "val", "test")}
+        assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
+    artifact, manifest = prepared["sunspots"]
+    starts = {s: load_split(artifact, s).ids for s in ("train", "val", "test")}
+    horizon = manifest["horizon"]
+    assert starts["train"].max() + horizon <= starts["val"].min()
+    assert starts["val"].max() + horizon <= starts["test"].min()
+
+
+def test_text_split_is_stratified(prepared):
+    _, manifest = prepared["rotten-tomatoes"]
+    shares = [c[1] / sum(c) for c in (manifest["splits"][s]["class_counts"] for s in ("train", "val", "test"))]
+    assert max(shares) - min(shares) < 0.01
+
+
+def test_baselines_are_the_majority_class_and_the_last_value(prepared):
+    rt = baseline_scores(prepared["rotten-tomatoes"][0])
+    assert rt["test/acc"] == pytest.approx(741 / 1281, abs=0.01)
+    ss = baseline_scores(prepared["sunspots"][0])
+    assert ss["test/mase"] == 1.0 and 10 < ss["test/mae"] < 60
+
+
+def test_datamodule_pads_each_batch_to_its_own_longest_sequence(prepared):
+    artifact, _ = prepared["japanese-vowels"]
+    dm = SequenceDataModule(artifact, batch_size=4)
+    dm.setup("fit")
+    x, lengths, y = next(iter(dm.val_dataloader()))
+    assert x.shape == (4, int(lengths.max()), 12) and y.shape == (4,)
+    assert (x[lengths.argmin(), int(lengths.min()):] == 0).all()
+
+
+def test_collate_keeps_token_ids_as_integers():
+    import torch
+
+    x, lengths, _ = collate([(torch.tensor([3, 4, 5]), torch.tensor(1)), (torch.tensor([6]), torch.tensor(0))])
+    assert x.dtype == torch.int64 and x.tolist() == [[3, 4, 5], [6, 0, 0]] and lengths.tolist() == [3, 1]
+
+
+def test_unknown_dataset_names_the_valid_ones():
+    with pytest.raises(DataError, match="unknown dataset 'mnist'; valid: japanese-vowels, rotten-tomatoes, sunspots"):
+        get_dataset("mnist")
+
+
+def test_missing_data_directory_is_named(tmp_path):
+    with pytest.raises(DataError, match="data directory not found: .*nowhere"):
+        prepare("sunspots", tmp_path, source_dir=tmp_path / "nowhere")
+
+
+def test_non_positive_dataset_parameter_is_refused_before_work(tmp_path):
+    with pytest.raises(DataError, match="horizon must be positive, got 0"):
+        prepare("sunspots", tmp_path, {"horizon": 0})
+    assert not any(tmp_path.iterdir())
+
+
+def test_malformed_ts_file_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.ts"
+    bad.write_text("@problemName x\n@data\n1.0,2.0:3.0,4.0:1\n1.0,abc:3.0,4.0:2\n")
+    with pytest.raises(DataError, match=r"bad\.ts:4: non-numeric value"):
+        read_ts(bad)
+
+
+def test_a_user_copy_of_the_raw_files_prepares_like_the_vendored_one(tmp_path, prepared):
+    from datamodules.catalog import VENDORED
+
+    source = tmp_path / "mine"
+    source.mkdir()
+    with gzip.open(VENDORED / "sunspots" / "sunspots.txt.gz", "rb") as fh:
+        data = fh.read()
+    (source / "sunspots.txt.gz").write_bytes(gzip.compress(data, compresslevel=1))  # other bytes
+    _, manifest, _ = prepare("sunspots", tmp_path / "out", source_dir=source)
+    assert manifest["content_hash"] == prepared["sunspots"][1]["content_hash"]
+
+
+def test_an_interrupted_write_leaves_no_artifact_a_later_run_would_use(tmp_path, monkeypatch):
+    import datamodules.artifact as artifact_mod
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(artifact_mod.np, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        prepare("sunspots", tmp_path)
+    assert not list((tmp_path / "sunspots").iterdir())
+    monkeypatch.undo()
+    _, manifest, reused = prepare("sunspots", tmp_path)
+    assert not reused and json.dumps(manifest)

@@ -1,0 +1,113 @@
+"""Every variant builds, trains and pools correctly, whatever the padding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modules.registry import VARIANTS, VariantError, build_network, count_parameters, resolve_variant
+from modules.sequence import SequenceModule, apply_head
+
+HP = {"hidden_size": 8, "num_layers": 2, "dropout": 0.0, "nhead": 2}
+SPEECH = {"task": "classification", "num_classes": 3, "input_dim": 4, "vocab_size": 0}
+TEXT = {"task": "classification", "num_classes": 2, "input_dim": 0, "vocab_size": 20}
+SERIES = {"task": "forecasting", "horizon": 5, "input_dim": 1, "vocab_size": 0}
+LM = {"task": "language-model", "input_dim": 0, "vocab_size": 11}
+
+
+def _batch(data: dict, lengths=(6, 3, 1)):
+    torch.manual_seed(0)
+    steps = max(lengths)
+    if data["vocab_size"]:
+        x = torch.randint(2, data["vocab_size"], (len(lengths), steps))
+        for i, n in enumerate(lengths):
+            x[i, n:] = 0
+    else:
+        x = torch.randn(len(lengths), steps, data["input_dim"])
+        for i, n in enumerate(lengths):
+            x[i, n:] = 0.0
+    return x, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("data,expected", [(SPEECH, (3, 3)), (TEXT, (3, 2)), (SERIES, (3, 5)),
+                                           (LM, (3, 6, 11))])
+def test_every_variant_gives_the_shape_of_its_task(variant, data, expected):
+    net, head = build_network(variant, HP, data)
+    x, lengths = _batch(data)
+    assert apply_head(net, head, x, lengths).shape == expected
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("data", [SPEECH, TEXT], ids=["frames", "tokens"])
+def test_padding_does_not_change_any_sequence_output(variant, data):
+    net, head = build_network(variant, HP, data)
+    net.eval(), head.eval()
+    x, lengths = _batch(data)
+    with torch.no_grad():
+        batched = apply_head(net, head, x, lengths)
+        for i, n in enumerate(lengths.tolist()):
+            alone = apply_head(net, head, x[i: i + 1, :n], lengths[i: i + 1])
+            torch.testing.assert_close(batched[i: i + 1], alone, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["birnn", "bilstm", "bigru"])
+def test_bidirectional_pooling_uses_both_directions(variant):
+    net, _ = build_network(variant, HP, SPEECH)
+    net.eval()
+    x, lengths = _batch(SPEECH)
+    with torch.no_grad():
+        outputs, pooled = net(x, lengths)
+    hidden = HP["hidden_size"]
+    last = outputs[torch.arange(3), lengths - 1]
+    # forward half: state after the last valid step; backward half: state after reading back to step 0
+    torch.testing.assert_close(pooled[:, :hidden], last[:, :hidden])
+    torch.testing.assert_close(pooled[:, hidden:], outputs[:, 0, hidden:])
+
+
+def test_unidirectional_pooling_is_the_last_valid_step_not_the_padding():
+    net, _ = build_network("gru", HP, SPEECH)
+    net.eval()
+    x, lengths = _batch(SPEECH)
+    with torch.no_grad():
+        outputs, pooled = net(x, lengths)
+    torch.testing.assert_close(pooled, outputs[torch.arange(3), lengths - 1])
+
+
+def test_module_counts_only_trainable_parameters_of_net_and_head():
+    net, head = build_network("lstm", HP, SPEECH)
+    module = SequenceModule(net, head, task="classification", num_classes=3)
+    assert module.n_params == count_parameters(net) + count_parameters(head) > 0
+
+
+def test_unknown_variant_names_the_valid_ones():
+    with pytest.raises(VariantError, match="unknown variant 'lstmm'; valid: rnn, lstm, gru"):
+        resolve_variant("lstmm")
+
+
+def test_user_variant_named_in_a_preset_trains_like_a_builtin(tmp_path, monkeypatch):
+    (tmp_path / "my_nets.py").write_text(
+        "import torch\n"
+        "class MeanPool(torch.nn.Module):\n"
+        "    def __init__(self, input_dim, vocab_size, hidden_size, num_layers, dropout):\n"
+        "        super().__init__()\n"
+        "        self.proj = torch.nn.Linear(input_dim, hidden_size)\n"
+        "        self.output_dim = hidden_size\n"
+        "    def forward(self, x, lengths):\n"
+        "        h = self.proj(x)\n"
+        "        return h, h.sum(1) / lengths[:, None]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net, head = build_network("meanpool", HP, SPEECH, custom={"meanpool": "my_nets:MeanPool"})
+    x, lengths = _batch(SPEECH)
+    assert apply_head(net, head, x, lengths).shape == (3, 3)
+
+
+def test_ray_callback_and_rnnbench_use_the_same_lightning_namespace():
+    # Ray picks lightning.pytorch when the `lightning` package is installed; a callback from
+    # that namespace is rejected by a pytorch_lightning Trainer, so both must agree.
+    import pytorch_lightning as pl
+    from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
+
+    assert issubclass(TuneReportCheckpointCallback, pl.Callback)
+    assert issubclass(SequenceModule, pl.LightningModule)
