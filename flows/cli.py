@@ -53,18 +53,16 @@ def _setup(tracking_uri=None, experiment=None, ray_address=None) -> Settings:
 
 
 def _validated(preset: str, datasets: Optional[list[str]], variants: Optional[list[str]]):
+    from datamodules.catalog import get_dataset
     from datamodules.loaders import DataError
     from flows.presets import PresetError, load_preset, select
+    from modules.registry import VariantError, resolve_variant
 
     try:
         p = load_preset(preset)
         ds, vs = select(p, datasets, variants)
-        from datamodules.catalog import get_dataset
-
         for d in ds:
             get_dataset(d).params(p.dataset_params.get(d))
-        from modules.registry import VariantError, resolve_variant
-
         for v in vs:
             resolve_variant(v, p.custom_variants)
     except (PresetError, DataError, VariantError) as exc:

@@ -9,8 +9,6 @@ Input: a DataFrame with a ``text`` column (text models) or a ``sequence`` column
 Output: ``label`` and ``probability`` (classification) or ``t+1``..``t+H`` (forecasting).
 """
 
-from __future__ import annotations
-
 import json
 import re
 
@@ -41,7 +39,7 @@ class SequenceModel(PythonModel):
         self.pattern = re.compile(tok["pattern"]) if tok else None
         self.index = {t: i for i, t in enumerate(self.spec.get("vocab", []))}
 
-    def _encode(self, frame: pd.DataFrame) -> list[torch.Tensor]:
+    def _encode(self, frame: pd.DataFrame) -> list:
         if self.pattern is not None:
             max_len = self.spec["tokenizer"]["max_len"]
             seqs = []
@@ -59,7 +57,7 @@ class SequenceModel(PythonModel):
             seqs.append(torch.from_numpy((arr - mean) / std))
         return seqs
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         seqs = self._encode(frame)
         lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)

@@ -23,7 +23,6 @@ _IGNORED_WARNINGS = (
     r".*Consider setting `persistent_workers=True`.*",
     r".*Starting from v1\.9\.0, `tensorboardX` has been removed.*",
     r".*Found .* module\(s\) in eval mode.*",
-    r".*Add type hints to the `predict` method.*",  # rnnbench's pyfunc takes a DataFrame by design
 )
 
 _QUIET_LOGGERS = (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -52,9 +51,7 @@ def log_model(tracking_uri: str, run_id: str, module, variant: str, hparams: dic
 
     artifacts = write_model_files(module, variant, hparams, artifact_dir, workdir, custom_variants)
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-        # the pyfunc takes a DataFrame on purpose; MLflow's advice on type hints is noise here
-        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+    with mlflow.start_run(run_id=run_id):
         mlflow.pyfunc.log_model(
             name=MODEL_NAME, python_model=str(MODEL_CODE), artifacts=artifacts,
             code_paths=[str(Path(modules.__file__).parent)], pip_requirements=requirements(),

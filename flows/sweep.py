@@ -154,6 +154,10 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
             trial_run = tracking.find_child(uri, req.experiment_id, sweep_run_id,
                                             {"rnnbench.trial_id": result.metrics.get("trial_id", "")})
             if trial_run is not None:  # Tune's verdict on each trial is the final word
+                epochs = int(result.metrics.get("training_iteration", 0))
+                tracking.set_tags(uri, trial_run.info.run_id,
+                                  {"rnnbench.epochs": epochs,
+                                   "rnnbench.stopped_early": str(epochs < req.preset.budget.max_epochs).lower()})
                 tracking.finish(uri, trial_run.info.run_id, "FAILED" if result.error else "FINISHED")
         ok = [r for r in grid if r.error is None and r.metrics and metric in r.metrics]
         if not ok:

@@ -23,6 +23,15 @@ from flows.quiet import silence
 from modules.registry import build_network
 from modules.sequence import SequenceModule
 
+class TrialLogger(MLFlowLogger):
+    """Lightning's MLflow logger, minus ending the run: the sweep gives each trial run its
+    final status from Tune's verdict, and a trial stopped by the scheduler must not race it
+    by marking its own run FAILED on the way out."""
+
+    def finalize(self, status: str = "success") -> None:
+        pass
+
+
 CONTEXT_KEY = "rnnbench"  # static, non-searched values travel in the config under this key
 CHECKPOINT_FILE = "checkpoint.ckpt"
 
@@ -72,28 +81,24 @@ def train_trial(config: dict[str, Any]) -> None:
         uri, ctx["experiment_id"], ctx["parent_run_id"], trial_id,
         name=f"{ctx['variant']}-{trial_id}", tags=ctx["tags"])
     tracking.log_params(uri, run_id, {**hp, "n_params": model.n_params})
-    logger = MLFlowLogger(tracking_uri=uri, run_id=run_id)
+    logger = TrialLogger(tracking_uri=uri, run_id=run_id)
     report = TuneReportCheckpointCallback(metrics=ctx["report_metrics"], filename=CHECKPOINT_FILE,
                                           on="validation_end")
     trainer = make_trainer(ctx["max_epochs"], hp.get("grad_clip", 0.0), [report], logger)
 
     checkpoint = tune.get_checkpoint()  # set when Tune restarts or resumes this trial
-    status = "FAILED"
     try:
         if checkpoint is not None:
             with checkpoint.as_directory() as ckpt_dir:
                 trainer.fit(model, datamodule, ckpt_path=os.path.join(ckpt_dir, CHECKPOINT_FILE))
         else:
             trainer.fit(model, datamodule)
-        status = "FINISHED"
     except SystemExit:
-        # tune.report raises SystemExit(0) when the scheduler stops this trial: a normal end
-        early = trainer.current_epoch + 1 < int(ctx["max_epochs"])
-        tracking.set_tags(uri, run_id, {"rnnbench.stopped_early": str(early).lower()})
-        status = "FINISHED"
+        raise  # tune.report's way of ending a trial the scheduler stopped; the sweep records it
+    except BaseException:
+        tracking.finish(uri, run_id, "FAILED")
         raise
-    finally:
-        tracking.finish(uri, run_id, status)
+    tracking.finish(uri, run_id, "FINISHED")
 
 
 def load_weights(checkpoint_path: Path) -> dict[str, torch.Tensor]:

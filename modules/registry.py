@@ -15,7 +15,7 @@ from typing import Any, Callable
 from torch import nn
 
 from modules.encoders import RNNEncoder, TransformerEncoder
-from modules.heads import ClassificationHead, ForecastHead, PerStepHead
+from modules.heads import LinearHead
 
 VARIANTS: dict[str, Callable[..., nn.Module]] = {
     "rnn": partial(RNNEncoder, "rnn", bidirectional=False),
@@ -64,11 +64,11 @@ def build_network(variant: str, config: dict[str, Any], data: dict[str, Any],
     encoder = factory(input_dim=data.get("input_dim", 0), vocab_size=data.get("vocab_size", 0), **kwargs)
     dropout = float(config.get("dropout", 0.0))
     if data["task"] == "classification":
-        head: nn.Module = ClassificationHead(encoder.output_dim, data["num_classes"], dropout)
+        head = LinearHead(encoder.output_dim, data["num_classes"], dropout)
     elif data["task"] == "forecasting":
-        head = ForecastHead(encoder.output_dim, data["horizon"], dropout)
+        head = LinearHead(encoder.output_dim, data["horizon"], dropout)
     elif data["task"] == "language-model":
-        head = PerStepHead(encoder.output_dim, data["vocab_size"], dropout)
+        head = LinearHead(encoder.output_dim, data["vocab_size"], dropout, per_step=True)
     else:
         raise VariantError(f"no head for task {data['task']!r}")
     return encoder, head

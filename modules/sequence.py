@@ -19,7 +19,7 @@ STAGES = ("train", "val", "test")
 def apply_head(net: nn.Module, head: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """The encoder, then the head on its pooled summary or, for per-step heads, every step."""
     outputs, pooled = net(x, lengths)
-    return head(outputs if getattr(head, "per_step", False) else pooled)
+    return head(outputs if getattr(head, "per_step", False) else pooled)  # user heads: pooled
 
 
 def _per_stage(factory) -> nn.ModuleDict:

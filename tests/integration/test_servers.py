@@ -113,3 +113,31 @@ def test_benchmark_against_real_mlflow_and_prefect_servers(servers):
     with urllib.request.urlopen(request, timeout=30) as resp:
         keys = {a["key"] for a in json.load(resp)}
     assert {"leaderboard", "leaderboard-japanese-vowels"} <= keys
+
+
+def test_ui_command_serves_both_uis_over_the_local_state_and_stops_them(tmp_path):
+    import signal
+
+    m_port, p_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env["RNNBENCH_HOME"] = str(tmp_path / "state")
+    log = tmp_path / "ui.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([str(BIN / "rnnbench"), "ui", "--mlflow-port", str(m_port),
+                                 "--prefect-port", str(p_port)], stdout=fh, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    try:
+        _wait(f"http://127.0.0.1:{m_port}/health", proc, log)
+        _wait(f"http://127.0.0.1:{p_port}/api/health", proc, log)
+        deadline = time.monotonic() + 60
+        while "Ctrl-C stops both" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        proc.wait(timeout=60)
+    out = log.read_text()
+    assert f"MLflow UI: http://127.0.0.1:{m_port}" in out and f"Prefect UI: http://127.0.0.1:{p_port}" in out
+    assert "Traceback" not in out
+    for port in (m_port, p_port):
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served after Ctrl-C"
