@@ -137,15 +137,17 @@ def make_windows(scaled: np.ndarray, start: int, stop: int, window: int, horizon
     return Split(x, y, np.array(list(targets), dtype=np.int64))  # ids: first target step
 
 
-def _build_sunspots(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
-    values = read_series(files["sunspots.txt.gz"])
-    window, horizon = p["window"], p["horizon"]
+def _build_series(name: str, values: np.ndarray, p: dict[str, Any]) -> Prepared:
+    """Chronological train/val/test windows of one series, z-scored with training statistics."""
+    window, horizon, season = p["window"], p["horizon"], p.get("season", 1)
+    if season > window:
+        raise DataError(f"{name}: season={season} must not exceed window={window}")
     n = len(values)
     train_end = int(n * (1 - p["val_fraction"] - p["test_fraction"]))
     val_end = int(n * (1 - p["test_fraction"]))
     if min(train_end - window, val_end - train_end, n - val_end) < horizon + 1:
         raise DataError(
-            f"sunspots: {n} values cannot hold window={window} plus horizon={horizon} in every split"
+            f"{name}: {n} values cannot hold window={window} plus horizon={horizon} in every split"
         )
     mean, std = float(values[:train_end].mean()), float(values[:train_end].std())
     scaled = (values - mean) / std
@@ -154,8 +156,41 @@ def _build_sunspots(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
         "val": make_windows(scaled, train_end, val_end, window, horizon),
         "test": make_windows(scaled, val_end, n, window, horizon),
     }
-    meta = {"horizon": horizon, "window": window, "input_dim": 1, "vocab_size": 0, "target_channel": 0}
+    meta = {"horizon": horizon, "window": window, "input_dim": 1, "vocab_size": 0,
+            "target_channel": 0, "season": season}
     return Prepared(splits, meta, {"scaler": {"mean": [mean], "std": [std]}})
+
+
+def _build_sunspots(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    # the solar cycle is ~11 years, so a 12-month seasonal naive means nothing: last value it is
+    return _build_series("sunspots", read_series(files["sunspots.txt.gz"]), {**p, "season": 1})
+
+
+def _build_electricity(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    return _build_series("electricity", read_series(files["taylor.txt.gz"]), p)
+
+
+# ---------------------------------------------------------------- image as a sequence: seq-mnist
+
+def _build_seq_mnist(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    """MNIST digits read row by row: 28 steps of 28 pixel intensities in [0, 1]."""
+    path = files["mnist_5k.csv.gz"]
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    except ValueError as exc:
+        raise DataError(f"{path}: non-numeric value ({exc})") from None
+    if table.ndim != 2 or table.shape[1] != 785:
+        raise DataError(f"{path}: expected 785 columns (784 pixels, label last), got {table.shape}")
+    images, y = table[:, :784].reshape(-1, 28, 28) / 255.0, table[:, 784].astype(np.int64)
+    idx = np.arange(len(y))
+    held = p["val_fraction"] + p["test_fraction"]
+    tr, rest = train_test_split(idx, test_size=held, stratify=y, random_state=p["seed"])
+    va, te = train_test_split(rest, test_size=p["test_fraction"] / held, stratify=y[rest],
+                              random_state=p["seed"])
+    splits = {name: Split([images[i] for i in ids], y[ids], ids)
+              for name, ids in (("train", tr), ("val", va), ("test", te))}
+    meta = {"num_classes": 10, "input_dim": 28, "vocab_size": 0}
+    return Prepared(splits, meta, {"labels": [str(d) for d in range(10)]})
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -185,6 +220,23 @@ DATASETS: dict[str, DatasetSpec] = {
             files=("sunspots.txt.gz",),
             build=_build_sunspots,
             defaults={"window": 120, "horizon": 12, "val_fraction": 0.15, "test_fraction": 0.15},
+        ),
+        DatasetSpec(
+            name="electricity", modality="timeseries", task="forecasting",
+            description="half-hourly demand, England & Wales 2000; next day (48 steps) from two",
+            folder="electricity",
+            files=("taylor.txt.gz",),
+            build=_build_electricity,
+            defaults={"window": 96, "horizon": 48, "season": 48, "val_fraction": 0.15,
+                      "test_fraction": 0.15},
+        ),
+        DatasetSpec(
+            name="seq-mnist", modality="image", task="classification",
+            description="5,000 MNIST digits read row by row: 28 steps x 28 pixels, 10 classes",
+            folder="seq_mnist",
+            files=("mnist_5k.csv.gz",),
+            build=_build_seq_mnist,
+            defaults={"val_fraction": 0.1, "test_fraction": 0.2, "seed": 17},
         ),
     )
 }
@@ -237,8 +289,15 @@ def prepare(name: str, data_root: Path, params: dict | None = None,
     return target, manifest, False
 
 
+def baseline_name(manifest: dict) -> str:
+    if manifest["task"] == "classification":
+        return "majority class"
+    season = manifest.get("season", 1)
+    return "last value" if season == 1 else f"seasonal naive (lag {season})"
+
+
 def baseline_scores(artifact_dir: Path) -> dict[str, float]:
-    """The trivial baseline on the test split: majority class, or the last observed value."""
+    """The trivial baseline on the test split: majority class, or the (seasonal) naive forecast."""
     from datamodules.artifact import load_split, read_extra
 
     manifest = read_manifest(artifact_dir)
@@ -252,8 +311,10 @@ def baseline_scores(artifact_dir: Path) -> dict[str, float]:
         f1 = 2 * precision * recall / (precision + recall) / manifest["num_classes"]
         return {"test/acc": acc, "test/f1": f1}
     std = read_extra(artifact_dir, "scaler")["std"][0]
-    ch = manifest.get("target_channel", 0)
-    naive = np.stack([s[-1, ch].repeat(manifest["horizon"]) for s in test.x])
+    ch, season, horizon = manifest.get("target_channel", 0), manifest.get("season", 1), manifest["horizon"]
+    # (seasonal) naive: the value one season before each target step, repeated past a season
+    steps = np.arange(horizon) % season - season
+    naive = np.stack([s[steps, ch] for s in test.x])
     err = (naive - test.y) * std
     return {"test/mae": float(np.abs(err).mean()), "test/rmse": float(np.sqrt((err ** 2).mean())),
             "test/mase": 1.0}

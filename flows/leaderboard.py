@@ -13,13 +13,16 @@ from rich.table import Table
 from flows import tracking
 from flows.sweep import TASK_METRIC
 
-BASELINE_NAMES = {"classification": "(majority class)", "forecasting": "(last value)"}
 INTEGER_COLUMNS = ("params", "trials")
 TASK_COLUMNS = {"classification": ["acc", "f1"], "forecasting": ["mae", "rmse", "mase"]}
 
 
 def baseline_metric_name(dataset: str, metric: str) -> str:
     return f"baseline/{dataset}/{metric}"
+
+
+def baseline_tag(dataset: str) -> str:
+    return f"rnnbench.baseline.{dataset}"
 
 
 def build(tracking_uri: str, experiment_id: str, benchmark_run_id: str) -> dict[str, pd.DataFrame]:
@@ -46,7 +49,7 @@ def build(tracking_uri: str, experiment_id: str, benchmark_run_id: str) -> dict[
             rows.append(row)
         rows.sort(key=lambda r: (r[f"test/{name}"] is None,
                                  -(r[f"test/{name}"] or 0) if mode == "max" else (r[f"test/{name}"] or 0)))
-        base = {"variant": BASELINE_NAMES[task]}
+        base = {"variant": f"({bench.data.tags.get(baseline_tag(dataset), 'baseline')})"}
         base.update({f"test/{k}": bench.data.metrics.get(baseline_metric_name(dataset, f"test/{k}"))
                      for k in TASK_COLUMNS[task]})
         rows.append(base)

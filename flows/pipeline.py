@@ -110,6 +110,8 @@ def _run(settings: Settings, preset: Preset, datasets: list[str], variants: list
                 baseline = catalog.baseline_scores(artifact_dir)
                 tracking.log_metrics(uri, run_id, {leaderboard.baseline_metric_name(dataset, k): v
                                                    for k, v in baseline.items()})
+                tracking.set_tags(uri, run_id, {leaderboard.baseline_tag(dataset):
+                                                catalog.baseline_name(prepared["manifest"])})
                 for variant in variants:
                     request = SweepRequest(
                         dataset=dataset, variant=variant, artifact_dir=artifact_dir, preset=preset,

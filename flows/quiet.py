@@ -40,3 +40,4 @@ def silence() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+

@@ -75,3 +75,4 @@ def apply_environment(settings: Settings) -> None:
     # the temporary API's telemetry job writes to its SQLite file concurrently with the flow
     # and, on a busy 2-core machine, printed "database is locked" tracebacks
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client prints a telemetry notice otherwise

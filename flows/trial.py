@@ -51,7 +51,7 @@ def build_module(variant: str, hparams: dict[str, Any], manifest: dict[str, Any]
         net, head, task=manifest["task"], lr=float(hparams["lr"]),
         weight_decay=float(hparams.get("weight_decay", 0.0)),
         num_classes=int(manifest.get("num_classes", 0)), target_scale=scale,
-        target_channel=int(manifest.get("target_channel", 0)),
+        target_channel=int(manifest.get("target_channel", 0)), season=int(manifest.get("season", 1)),
     )
 
 

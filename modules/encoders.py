@@ -50,12 +50,18 @@ class RNNEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.input_dropout(self.embed(x))
-        packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, state = self.rnn(packed)
+        lengths = lengths.cpu()
+        if bool((lengths == x.size(1)).all()):
+            # no padding in this batch (fixed windows): packing would change nothing but speed;
+            # torch's packed GRU on CPU is about 4x slower than the plain one
+            out, state = self.rnn(h)
+        else:
+            packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+            out, state = self.rnn(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         h_n = state[0] if isinstance(state, tuple) else state  # LSTM returns (h_n, c_n)
         # h_n is in the caller's batch order: forward final = last valid step; backward final = step 0
         pooled = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.bidirectional else h_n[-1]
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         return out, pooled
 
 

@@ -22,6 +22,14 @@ def apply_head(net: nn.Module, head: nn.Module, x: torch.Tensor, lengths: torch.
     return head(outputs if getattr(head, "per_step", False) else pooled)  # user heads: pooled
 
 
+def naive_forecast(x: torch.Tensor, lengths: torch.Tensor, channel: int, horizon: int,
+                   season: int = 1) -> torch.Tensor:
+    """(B, horizon): each target step's value one season earlier, read from the input window."""
+    offsets = torch.arange(horizon, device=x.device) % season - season
+    steps = lengths.to(x.device)[:, None] + offsets[None, :]
+    return x[torch.arange(x.size(0), device=x.device)[:, None], steps, channel]
+
+
 def _per_stage(factory) -> nn.ModuleDict:
     # "train" would shadow nn.Module.train inside a ModuleDict, hence the key suffix
     return nn.ModuleDict({f"{s}_": factory() for s in STAGES})
@@ -29,11 +37,13 @@ def _per_stage(factory) -> nn.ModuleDict:
 
 class SequenceModule(pl.LightningModule):
     """Classification (``val/acc``, ``val/f1``) or multi-step forecasting (``val/mae``,
-    ``val/rmse``, ``val/mase`` in the data's original units, MASE against the last value)."""
+    ``val/rmse``, ``val/mase`` in the data's original units; MASE is the MAE relative to the
+    naive forecast: the value one ``season`` before each target step, the last value when
+    ``season`` is 1)."""
 
     def __init__(self, net: nn.Module, head: nn.Module, task: str, lr: float = 1e-3,
                  weight_decay: float = 0.0, num_classes: int = 0, target_scale: float = 1.0,
-                 target_channel: int = 0):
+                 target_channel: int = 0, season: int = 1):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "head"])
         self.net = net
@@ -81,9 +91,9 @@ class SequenceModule(pl.LightningModule):
             scale = hp.target_scale
             pred, target = out.detach() * scale, y * scale
             self.metrics[f"{stage}_"].update(pred, target)
-            last = x[torch.arange(x.size(0), device=x.device), lengths.to(x.device) - 1, hp.target_channel]
+            naive = naive_forecast(x, lengths, hp.target_channel, target.size(1), hp.season)
             self.abs_err[f"{stage}_"].update((pred - target).abs().sum())
-            self.naive_err[f"{stage}_"].update((last[:, None] * scale - target).abs().sum())
+            self.naive_err[f"{stage}_"].update((naive * scale - target).abs().sum())
         self.losses[f"{stage}_"].update(loss.detach())
         return loss
 

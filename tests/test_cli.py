@@ -20,7 +20,7 @@ def _cli(*args, home: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("args,message", [
     (["run", "--variants", "lstm,lsmt"], "unknown variant 'lsmt'; valid: rnn, lstm, gru, birnn, bilstm, bigru, transformer"),
-    (["run", "--datasets", "imdb"], "unknown dataset 'imdb'; valid: japanese-vowels, rotten-tomatoes, sunspots"),
+    (["run", "--datasets", "imdb"], "unknown dataset 'imdb'; valid: japanese-vowels, rotten-tomatoes, sunspots, electricity, seq-mnist"),
     (["run", "--preset", "huge"], "unknown preset 'huge'; valid: quick"),
     (["run", "--preset", "/no/such/preset.toml"], "preset file not found: /no/such/preset.toml"),
     (["sweep", "--dataset", "sunspots", "--variant", "mamba"], "unknown variant 'mamba'"),
@@ -49,14 +49,18 @@ def test_non_positive_size_in_a_preset_is_refused(tmp_path):
 def test_list_shows_every_dataset_variant_and_preset(tmp_path):
     proc = _cli("list", home=tmp_path)
     assert proc.returncode == 0
-    for name in ("japanese-vowels", "rotten-tomatoes", "sunspots", "rnn lstm gru birnn bilstm bigru transformer", "quick"):
+    from datamodules.catalog import DATASETS
+
+    for name in (*DATASETS, "rnn lstm gru birnn bilstm bigru transformer", "quick"):
         assert name in proc.stdout
 
 
 def test_prepare_all_writes_artifacts_and_reuses_them(tmp_path):
     first = _cli("prepare", "--all", home=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert first.stdout.count("prepared:") == 3
+    from datamodules.catalog import DATASETS
+
+    assert first.stdout.count("prepared:") == len(DATASETS)
     again = _cli("prepare", "sunspots", home=tmp_path)
     assert again.returncode == 0 and "reused" in again.stdout
     assert "Traceback" not in first.stdout + first.stderr

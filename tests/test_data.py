@@ -23,7 +23,13 @@ def test_built_in_datasets_have_the_published_shapes(prepared):
     rt = prepared["rotten-tomatoes"][1]
     assert sum(rt["splits"][s]["n"] for s in ("train", "val", "test")) == 7403 + 5405
     ss = prepared["sunspots"][1]
-    assert ss["horizon"] == 12 and ss["task"] == "forecasting"
+    assert ss["horizon"] == 12 and ss["task"] == "forecasting" and ss["season"] == 1
+    el = prepared["electricity"][1]
+    assert el["horizon"] == 48 and el["season"] == 48 and el["window"] == 96
+    mn = prepared["seq-mnist"][1]
+    assert mn["input_dim"] == 28 and mn["num_classes"] == 10
+    assert sum(mn["splits"][s]["n"] for s in ("train", "val", "test")) == 5000
+    assert mn["splits"]["train"]["length_min"] == mn["splits"]["train"]["length_max"] == 28
 
 
 def test_preparation_is_deterministic_and_a_second_run_reuses_the_artifact(tmp_path, prepared):
@@ -73,15 +79,16 @@ def _sunspots_file():
 
 
 def test_splits_do_not_overlap_and_series_split_is_chronological(prepared):
-    for name in ("japanese-vowels", "rotten-tomatoes"):
+    for name in ("japanese-vowels", "rotten-tomatoes", "seq-mnist"):
         artifact, _ = prepared[name]
         ids = {s: set(load_split(artifact, s).ids.tolist()) for s in ("train", "val", "test")}
         assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
-    artifact, manifest = prepared["sunspots"]
-    starts = {s: load_split(artifact, s).ids for s in ("train", "val", "test")}
-    horizon = manifest["horizon"]
-    assert starts["train"].max() + horizon <= starts["val"].min()
-    assert starts["val"].max() + horizon <= starts["test"].min()
+    for name in ("sunspots", "electricity"):
+        artifact, manifest = prepared[name]
+        starts = {s: load_split(artifact, s).ids for s in ("train", "val", "test")}
+        horizon = manifest["horizon"]
+        assert starts["train"].max() + horizon <= starts["val"].min()
+        assert starts["val"].max() + horizon <= starts["test"].min()
 
 
 def test_text_split_is_stratified(prepared):
@@ -90,11 +97,25 @@ def test_text_split_is_stratified(prepared):
     assert max(shares) - min(shares) < 0.01
 
 
-def test_baselines_are_the_majority_class_and_the_last_value(prepared):
+def test_baselines_are_the_majority_class_and_the_last_or_seasonal_value(prepared):
     rt = baseline_scores(prepared["rotten-tomatoes"][0])
     assert rt["test/acc"] == pytest.approx(741 / 1281, abs=0.01)
     ss = baseline_scores(prepared["sunspots"][0])
     assert ss["test/mase"] == 1.0 and 10 < ss["test/mae"] < 60
+    # a day-ahead demand forecast that repeats yesterday is far better than repeating the last
+    # half hour: the seasonal naive is the baseline to beat
+    artifact, manifest = prepared["electricity"]
+    seasonal = baseline_scores(artifact)["test/mae"]
+    test = load_split(artifact, "test")
+    std = read_extra(artifact, "scaler")["std"][0]
+    last_value = float(np.mean([np.abs(s[-1, 0] - y) for s, y in zip(test.x, test.y)]) * std)
+    assert seasonal < 0.5 * last_value
+
+
+def test_seq_mnist_rows_are_time_steps_scaled_to_unit_range(prepared):
+    artifact, _ = prepared["seq-mnist"]
+    first = load_split(artifact, "train").x[0]
+    assert first.shape == (28, 28) and 0.0 <= first.min() and first.max() <= 1.0 and first.max() > 0.5
 
 
 def test_datamodule_pads_each_batch_to_its_own_longest_sequence(prepared):
@@ -114,7 +135,7 @@ def test_collate_keeps_token_ids_as_integers():
 
 
 def test_unknown_dataset_names_the_valid_ones():
-    with pytest.raises(DataError, match="unknown dataset 'mnist'; valid: japanese-vowels, rotten-tomatoes, sunspots"):
+    with pytest.raises(DataError, match="unknown dataset 'mnist'; valid: japanese-vowels, rotten-tomatoes, sunspots, electricity, seq-mnist"):
         get_dataset("mnist")
 
 

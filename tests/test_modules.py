@@ -111,3 +111,26 @@ def test_ray_callback_and_rnnbench_use_the_same_lightning_namespace():
 
     assert issubclass(TuneReportCheckpointCallback, pl.Callback)
     assert issubclass(SequenceModule, pl.LightningModule)
+
+
+@pytest.mark.parametrize("variant", ["gru", "bilstm"])
+def test_a_batch_without_padding_gives_the_same_output_as_a_padded_one(variant):
+    # full-length batches skip packing (a CPU speed-up); the numbers must not change
+    net, head = build_network(variant, HP, SPEECH)
+    net.eval(), head.eval()
+    x, _ = _batch(SPEECH, lengths=(5, 5, 5))
+    full = torch.tensor([5, 5, 5])
+    with torch.no_grad():
+        unpacked = apply_head(net, head, x, full)
+        padded = torch.cat([x, torch.zeros(3, 2, 4)], dim=1)  # same sequences, forced through packing
+        packed = apply_head(net, head, padded, full)
+    torch.testing.assert_close(unpacked, packed, atol=1e-5, rtol=1e-4)
+
+
+def test_mase_is_relative_to_the_seasonal_naive_forecast():
+    from modules.sequence import naive_forecast
+
+    x = torch.arange(10, dtype=torch.float32).view(1, 10, 1)  # values 0..9
+    lengths = torch.tensor([10])
+    assert naive_forecast(x, lengths, 0, 3, season=1).tolist() == [[9.0, 9.0, 9.0]]
+    assert naive_forecast(x, lengths, 0, 6, season=4).tolist() == [[6.0, 7.0, 8.0, 9.0, 6.0, 7.0]]
