@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | $(PIP_QUIET)
 	# torch first, from a variable: an unpinned torch would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC) 2>&1 | $(PIP_QUIET)
-	$(BIN)/python -m pip install --quiet -e ".[test]" 2>&1 | $(PIP_QUIET)
+	$(BIN)/python -m pip install --quiet -e ".[test]" --config-settings editable_mode=compat 2>&1 | $(PIP_QUIET)
 	$(BIN)/python -c "import torch, pytorch_lightning, ray, mlflow, prefect" 
 	touch $(STAMP)
 

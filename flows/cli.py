@@ -6,6 +6,7 @@ the valid choices, and exit code 2. Ctrl-C marks runs KILLED; the same command t
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import signal
@@ -98,8 +99,41 @@ def _print_results(result: dict, settings: Settings) -> None:
         console.print(f"  {cmd}", soft_wrap=True)
 
 
+class _DropInterruptNoise(logging.Filter):
+    """Ctrl-C is a user's decision, not a crash: rnnbench says what happened in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "aborted by an interrupt signal" not in record.getMessage()
+
+
+def start_prefect_api() -> None:
+    """Start Prefect's temporary API (when no PREFECT_API_URL is set) in a session of its own.
+
+    Ctrl-C in a terminal signals the whole foreground process group; a temporary API that
+    died with it left Prefect retrying to record the interruption, and the command hung.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.server.api import server as prefect_server
+
+    popen = subprocess.Popen
+
+    def detached(*args, **kwargs):
+        kwargs.setdefault("start_new_session", True)
+        return popen(*args, **kwargs)
+
+    prefect_server.subprocess.Popen = detached
+    try:
+        prefect_server.SubprocessASGIServer().start()  # the instance Prefect's client reuses
+    finally:
+        prefect_server.subprocess.Popen = popen
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(_DropInterruptNoise())
+
+
 def _run_flow(fn, settings: Settings, **kwargs) -> None:
     console = _console()
+    start_prefect_api()
     try:
         result = fn(**kwargs)
     except KeyboardInterrupt:
@@ -168,6 +202,7 @@ def prepare(
     from datamodules.loaders import DataError
     from flows.pipeline import prepare_dataset
 
+    start_prefect_api()
     try:
         results = prepare_dataset(chosen)
     except DataError as exc:

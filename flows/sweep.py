@@ -129,7 +129,10 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
     lookup = {"rnnbench.role": "sweep", "dataset": req.dataset, "variant": req.variant,
               "rnnbench.run_key": req.run_key}
     previous = tracking.find_child(uri, req.experiment_id, req.parent_run_id, lookup)
+    shown = progress.current()
     if previous is not None and previous.info.status == "FINISHED":
+        if shown is not None:
+            shown.end_sweep(f"  [green]✓[/] {req.dataset:<16} {req.variant:<12} finished earlier, kept")
         return summary_from_run(previous)
     if previous is not None:
         sweep_run_id = previous.info.run_id
@@ -142,7 +145,6 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
             parent_run_id=req.parent_run_id)
         tracking.dataset_input(uri, sweep_run_id, manifest)
 
-    shown = progress.current()
     if shown is not None:
         shown.start_sweep(f"{req.dataset} · {req.variant}", req.preset.budget.num_samples * req.preset.budget.max_epochs)
     path = req.settings.tune_root / req.run_key / f"{req.dataset}__{req.variant}"
