@@ -9,19 +9,24 @@ TORCH_SPEC ?= torch==2.13.0
 PRESET ?= quick
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rnnbench-installed
-# this machine's pip config names local package folders that may be absent; pip warns per package
-PIP_QUIET := grep -v "is ignored: it is neither a file nor a directory" || true
 
 .PHONY: install run test test-integration clean
 
+# pip's and setuptools' chatter goes to a log, shown only when a step fails
+PIP_LOG := $(VENV)/pip-install.log
+PIP := $(BIN)/python -m pip install --quiet
+
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | $(PIP_QUIET)
-	# torch first, from a variable: an unpinned torch would pull a multi-GB CUDA build
-	$(BIN)/python -m pip install --quiet $(TORCH_SPEC) 2>&1 | $(PIP_QUIET)
-	$(BIN)/python -m pip install --quiet -e ".[test]" --config-settings editable_mode=compat 2>&1 | $(PIP_QUIET)
-	$(BIN)/python -c "import torch, pytorch_lightning, ray, mlflow, prefect" 
-	touch $(STAMP)
+	@echo "Installing rnnbench into $(VENV) (torch: $(TORCH_SPEC); log: $(PIP_LOG))"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@: > $(PIP_LOG)
+	@$(PIP) --upgrade pip >> $(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
+	@# torch first, from a variable: an unpinned torch would pull a multi-GB CUDA build
+	@$(PIP) $(TORCH_SPEC) >> $(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
+	@# compat editable mode: the project root on sys.path, so Ray workers see new files too
+	@$(PIP) -e ".[test]" --config-settings editable_mode=compat >> $(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
+	@$(BIN)/python -c "import torch, pytorch_lightning, ray, mlflow, prefect"
+	@touch $(STAMP)
 
 install: $(STAMP)
 

@@ -193,6 +193,33 @@ def _build_seq_mnist(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
     return Prepared(splits, meta, {"labels": [str(d) for d in range(10)]})
 
 
+# ---------------------------------------------------------------- synthetic long-range memory
+
+def adding_problem(n: int, length: int, rng: np.random.Generator) -> Split:
+    """The adding problem as Bai, Kolter & Koltun (2018) state it: channel 0 holds values drawn
+    from U(0, 1), channel 1 marks two of them (one in each half); the target is their sum."""
+    values = rng.uniform(0.0, 1.0, size=(n, length)).astype(np.float32)
+    marks = np.zeros((n, length), dtype=np.float32)
+    half = length // 2
+    first = rng.integers(0, half, size=n)
+    second = rng.integers(half, length, size=n)
+    rows = np.arange(n)
+    marks[rows, first] = 1.0
+    marks[rows, second] = 1.0
+    x = np.stack([values, marks], axis=-1)
+    y = (values[rows, first] + values[rows, second])[:, None].astype(np.float32)
+    return Split(list(x), y, rows)
+
+
+def _build_adding(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    # each split from its own stream of one seed, so a bigger train split leaves val/test alone
+    streams = np.random.SeedSequence(p["seed"]).spawn(3)
+    sizes = {"train": p["train_size"], "val": p["val_size"], "test": p["test_size"]}
+    splits = {name: adding_problem(n, p["length"], np.random.default_rng(stream))
+              for (name, n), stream in zip(sizes.items(), streams)}
+    return Prepared(splits, {"outputs": 1, "input_dim": 2, "vocab_size": 0}, {})
+
+
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
@@ -238,6 +265,14 @@ DATASETS: dict[str, DatasetSpec] = {
             build=_build_seq_mnist,
             defaults={"val_fraction": 0.1, "test_fraction": 0.2, "seed": 17},
         ),
+        DatasetSpec(
+            name="adding", modality="synthetic", task="regression",
+            description="adding problem (Bai et al. 2018): sum the two marked values of T steps",
+            folder="", files=(),
+            build=_build_adding,
+            defaults={"length": 200, "train_size": 5000, "val_size": 1000, "test_size": 1000,
+                      "seed": 17},
+        ),
     )
 }
 
@@ -249,6 +284,8 @@ def get_dataset(name: str) -> DatasetSpec:
 
 
 def source_files(spec: DatasetSpec, source_dir: Path | None = None) -> dict[str, Path]:
+    if not spec.files:  # generated from its parameters alone
+        return {}
     folder = Path(source_dir) if source_dir else VENDORED / spec.folder
     if not folder.is_dir():
         raise DataError(f"data directory not found: {folder}")
@@ -292,6 +329,8 @@ def prepare(name: str, data_root: Path, params: dict | None = None,
 def baseline_name(manifest: dict) -> str:
     if manifest["task"] == "classification":
         return "majority class"
+    if manifest["task"] == "regression":
+        return "mean target"
     season = manifest.get("season", 1)
     return "last value" if season == 1 else f"seasonal naive (lag {season})"
 
@@ -310,6 +349,11 @@ def baseline_scores(artifact_dir: Path) -> dict[str, float]:
         precision, recall = float((y == majority).mean()), 1.0
         f1 = 2 * precision * recall / (precision + recall) / manifest["num_classes"]
         return {"test/acc": acc, "test/f1": f1}
+    if manifest["task"] == "regression":
+        # a constant: the training targets' mean (about 1 for the adding problem, MSE ~0.167)
+        constant = load_split(artifact_dir, "train").y.mean(axis=0)
+        err = test.y - constant
+        return {"test/mse": float((err ** 2).mean()), "test/mae": float(np.abs(err).mean())}
     std = read_extra(artifact_dir, "scaler")["std"][0]
     ch, season, horizon = manifest.get("target_channel", 0), manifest.get("season", 1), manifest["horizon"]
     # (seasonal) naive: the value one season before each target step, repeated past a season

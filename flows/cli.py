@@ -87,6 +87,9 @@ def _print_results(result: dict, settings: Settings) -> None:
     console.print()
     for dataset, board in result["boards"].items():
         console.print(to_rich(dataset, board, DATASETS[dataset].modality))
+        winner = board.iloc[0]
+        if not str(winner["variant"]).startswith("("):
+            console.print(f"  best {winner['variant']}: {winner['best hyperparameters']}", soft_wrap=True)
         console.print()
     console.print(f"Leaderboards (CSV, Markdown): [bold]{result['reports']}[/]")
     console.print(f"MLflow experiment [bold]{settings.experiment}[/], benchmark run "

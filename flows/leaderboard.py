@@ -14,7 +14,8 @@ from flows import tracking
 from flows.sweep import TASK_METRIC
 
 INTEGER_COLUMNS = ("params", "trials")
-TASK_COLUMNS = {"classification": ["acc", "f1"], "forecasting": ["mae", "rmse", "mase"]}
+TASK_COLUMNS = {"classification": ["acc", "f1"], "forecasting": ["mae", "rmse", "mase"],
+                "regression": ["mse", "mae"]}
 
 
 def baseline_metric_name(dataset: str, metric: str) -> str:

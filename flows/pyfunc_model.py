@@ -6,7 +6,8 @@ which is logged beside it as code.
 
 Input: a DataFrame with a ``text`` column (text models) or a ``sequence`` column holding one
 (T, F) nested list per row (speech frames, or a forecasting window of raw values).
-Output: ``label`` and ``probability`` (classification) or ``t+1``..``t+H`` (forecasting).
+Output: ``label`` and ``probability`` (classification), ``prediction`` (regression) or
+``t+1``..``t+H`` (forecasting).
 """
 
 import json
@@ -47,7 +48,7 @@ class SequenceModel(PythonModel):
                 ids = [self.index.get(t, 1) for t in self.pattern.findall(text.lower())][:max_len] or [1]
                 seqs.append(torch.tensor(ids, dtype=torch.int64))
             return seqs
-        scaler = self.spec["scaler"]
+        scaler = self.spec.get("scaler", {"mean": [0.0], "std": [1.0]})  # synthetic data: none
         mean, std = np.asarray(scaler["mean"], np.float32), np.asarray(scaler["std"], np.float32)
         seqs = []
         for seq in frame["sequence"]:
@@ -70,6 +71,8 @@ class SequenceModel(PythonModel):
             top = probs.argmax(dim=-1)
             return pd.DataFrame({"label": [labels[i] for i in top.tolist()],
                                  "probability": probs.max(dim=-1).values.numpy()})
+        if self.data["task"] == "regression":
+            return pd.DataFrame({"prediction": out[:, 0].numpy()})
         ch = self.data.get("target_channel", 0)
         scale = self.spec["scaler"]["std"][ch]
         shift = self.spec["scaler"]["mean"][ch]

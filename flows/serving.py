@@ -14,7 +14,8 @@ from datamodules.artifact import read_extra, read_manifest
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 MODEL_NAME = "model"
-_DATA_KEYS = ("task", "num_classes", "horizon", "input_dim", "vocab_size", "target_channel", "window")
+_DATA_KEYS = ("task", "num_classes", "horizon", "input_dim", "vocab_size", "target_channel", "window",
+              "outputs", "season")
 
 
 def requirements() -> list[str]:

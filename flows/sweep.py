@@ -29,9 +29,11 @@ from flows.trial import (CHECKPOINT_FILE, CONTEXT_KEY, build_module, hyperparame
                          make_trainer, train_trial)
 
 # The metric each task is tuned and ranked on: (name without stage, mode)
-TASK_METRIC = {"classification": ("acc", "max"), "forecasting": ("mae", "min")}
+TASK_METRIC = {"classification": ("acc", "max"), "forecasting": ("mae", "min"),
+               "regression": ("mse", "min")}
 REPORTED = {"classification": ["val/loss", "val/acc", "val/f1", "train/loss"],
-            "forecasting": ["val/loss", "val/mae", "val/rmse", "val/mase", "train/loss"]}
+            "forecasting": ["val/loss", "val/mae", "val/rmse", "val/mase", "train/loss"],
+            "regression": ["val/loss", "val/mse", "val/mae", "train/loss"]}
 
 
 @dataclass

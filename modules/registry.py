@@ -67,6 +67,8 @@ def build_network(variant: str, config: dict[str, Any], data: dict[str, Any],
         head = LinearHead(encoder.output_dim, data["num_classes"], dropout)
     elif data["task"] == "forecasting":
         head = LinearHead(encoder.output_dim, data["horizon"], dropout)
+    elif data["task"] == "regression":
+        head = LinearHead(encoder.output_dim, data["outputs"], dropout)
     elif data["task"] == "language-model":
         head = LinearHead(encoder.output_dim, data["vocab_size"], dropout, per_step=True)
     else:

@@ -36,7 +36,8 @@ def _per_stage(factory) -> nn.ModuleDict:
 
 
 class SequenceModule(pl.LightningModule):
-    """Classification (``val/acc``, ``val/f1``) or multi-step forecasting (``val/mae``,
+    """Classification (``val/acc``, ``val/f1``), regression of one value per sequence
+    (``val/mse``, ``val/mae``) or multi-step forecasting (``val/mae``,
     ``val/rmse``, ``val/mase`` in the data's original units; MASE is the MAE relative to the
     naive forecast: the value one ``season`` before each target step, the last value when
     ``season`` is 1)."""
@@ -64,6 +65,12 @@ class SequenceModule(pl.LightningModule):
             self.naive_err = _per_stage(SumMetric)
             self.best = MinMetric()
             self.monitor = "mae"
+        elif task == "regression":
+            make = lambda: MetricCollection({  # noqa: E731
+                "mse": MeanSquaredError(), "mae": MeanAbsoluteError(),
+            })
+            self.best = MinMetric()
+            self.monitor = "mse"
         else:
             raise ValueError(f"unknown task {task!r}")
         self.metrics = _per_stage(make)
@@ -86,6 +93,9 @@ class SequenceModule(pl.LightningModule):
         if hp.task == "classification":
             loss = F.cross_entropy(out, y)
             self.metrics[f"{stage}_"].update(out.argmax(dim=-1), y)
+        elif hp.task == "regression":
+            loss = F.mse_loss(out, y)
+            self.metrics[f"{stage}_"].update(out.detach(), y)
         else:
             loss = F.mse_loss(out, y)
             scale = hp.target_scale

@@ -20,7 +20,7 @@ def _cli(*args, home: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("args,message", [
     (["run", "--variants", "lstm,lsmt"], "unknown variant 'lsmt'; valid: rnn, lstm, gru, birnn, bilstm, bigru, transformer"),
-    (["run", "--datasets", "imdb"], "unknown dataset 'imdb'; valid: japanese-vowels, rotten-tomatoes, sunspots, electricity, seq-mnist"),
+    (["run", "--datasets", "imdb"], "unknown dataset 'imdb'; valid: japanese-vowels, rotten-tomatoes, sunspots, electricity, seq-mnist, adding"),
     (["run", "--preset", "huge"], "unknown preset 'huge'; valid: quick"),
     (["run", "--preset", "/no/such/preset.toml"], "preset file not found: /no/such/preset.toml"),
     (["sweep", "--dataset", "sunspots", "--variant", "mamba"], "unknown variant 'mamba'"),

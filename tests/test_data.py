@@ -30,6 +30,7 @@ def test_built_in_datasets_have_the_published_shapes(prepared):
     assert mn["input_dim"] == 28 and mn["num_classes"] == 10
     assert sum(mn["splits"][s]["n"] for s in ("train", "val", "test")) == 5000
     assert mn["splits"]["train"]["length_min"] == mn["splits"]["train"]["length_max"] == 28
+    assert prepared["adding"][1]["splits"]["test"]["length_max"] == 200
 
 
 def test_preparation_is_deterministic_and_a_second_run_reuses_the_artifact(tmp_path, prepared):
@@ -135,7 +136,7 @@ def test_collate_keeps_token_ids_as_integers():
 
 
 def test_unknown_dataset_names_the_valid_ones():
-    with pytest.raises(DataError, match="unknown dataset 'mnist'; valid: japanese-vowels, rotten-tomatoes, sunspots, electricity, seq-mnist"):
+    with pytest.raises(DataError, match="unknown dataset 'mnist'; valid: japanese-vowels, rotten-tomatoes, sunspots, electricity, seq-mnist, adding"):
         get_dataset("mnist")
 
 
@@ -182,3 +183,22 @@ def test_an_interrupted_write_leaves_no_artifact_a_later_run_would_use(tmp_path,
     monkeypatch.undo()
     _, manifest, reused = prepare("sunspots", tmp_path)
     assert not reused and json.dumps(manifest)
+
+
+def test_adding_problem_marks_one_value_in_each_half_and_targets_their_sum(prepared):
+    artifact, manifest = prepared["adding"]
+    assert manifest["task"] == "regression" and manifest["splits"]["train"]["n"] == 5000
+    train = load_split(artifact, "train")
+    x, y = np.stack(train.x[:50]), train.y[:50, 0]
+    half = x.shape[1] // 2
+    assert (x[:, :half, 1].sum(axis=1) == 1).all() and (x[:, half:, 1].sum(axis=1) == 1).all()
+    np.testing.assert_allclose((x[..., 0] * x[..., 1]).sum(axis=1), y, rtol=1e-6)
+    # the trivial "predict the mean" baseline matches the published ~0.167 MSE
+    assert baseline_scores(artifact)["test/mse"] == pytest.approx(1 / 6, abs=0.02)
+
+
+def test_generated_datasets_are_reproducible_from_their_seed(tmp_path, prepared):
+    _, again, _ = prepare("adding", tmp_path)
+    assert again["content_hash"] == prepared["adding"][1]["content_hash"]
+    _, other, _ = prepare("adding", tmp_path, {"seed": 18})
+    assert other["content_hash"] != again["content_hash"]

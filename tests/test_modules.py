@@ -13,6 +13,7 @@ SPEECH = {"task": "classification", "num_classes": 3, "input_dim": 4, "vocab_siz
 TEXT = {"task": "classification", "num_classes": 2, "input_dim": 0, "vocab_size": 20}
 SERIES = {"task": "forecasting", "horizon": 5, "input_dim": 1, "vocab_size": 0}
 LM = {"task": "language-model", "input_dim": 0, "vocab_size": 11}
+ADDING = {"task": "regression", "outputs": 1, "input_dim": 4, "vocab_size": 0}
 
 
 def _batch(data: dict, lengths=(6, 3, 1)):
@@ -31,7 +32,7 @@ def _batch(data: dict, lengths=(6, 3, 1)):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("data,expected", [(SPEECH, (3, 3)), (TEXT, (3, 2)), (SERIES, (3, 5)),
-                                           (LM, (3, 6, 11))])
+                                           (LM, (3, 6, 11)), (ADDING, (3, 1))])
 def test_every_variant_gives_the_shape_of_its_task(variant, data, expected):
     net, head = build_network(variant, HP, data)
     x, lengths = _batch(data)
