@@ -77,8 +77,7 @@ def _check_sampler(where: str, key: str, value: Any) -> None:
         if len(value) != 1 or next(iter(value)) not in SAMPLERS:
             raise PresetError(f"{where}.{key}: expected one of {SAMPLERS} (e.g. {{choice = [32, 64]}}), "
                               f"got {value}")
-        kind, arg = next(iter(value.items()))
-        values = arg if kind == "choice" else arg
+        kind, values = next(iter(value.items()))
         if not isinstance(values, list) or not values or (kind != "choice" and len(values) != 2):
             raise PresetError(f"{where}.{key}: {kind} needs " +
                               ("a non-empty list" if kind == "choice" else "[low, high]"))

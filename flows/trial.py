@@ -29,7 +29,7 @@ class TrialLogger(MLFlowLogger):
     by marking its own run FAILED on the way out."""
 
     def finalize(self, status: str = "success") -> None:
-        pass
+        """Leave the run open: its final status comes from the sweep (see above)."""
 
 
 CONTEXT_KEY = "rnnbench"  # static, non-searched values travel in the config under this key
