@@ -113,3 +113,18 @@ def test_interrupted_benchmark_is_marked_killed_and_the_same_command_resumes(
     sweeps = _role(runs, "sweep")
     assert sorted(s.data.tags["variant"] for s in sweeps) == ["bigru", "lstm"]  # lstm not redone
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_sweep_flow_tunes_one_variant_under_its_own_parent_run(prefect_harness, tracking_uri):
+    from flows.pipeline import sweep
+
+    result = sweep(dataset="japanese-vowels", variant="gru", preset=TINY_PRESET,
+                   experiment="one-sweep", tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("one-sweep")
+    runs = client.search_runs([exp.experiment_id])
+    (sweep_run,) = _role(runs, "sweep")
+    assert sweep_run.data.tags["variant"] == "gru"
+    assert sweep_run.data.tags["mlflow.parentRunId"] == result["run_id"]
+    assert len(_role(runs, "trial")) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert list(result["boards"]["japanese-vowels"]["variant"]) == ["gru", "(majority class)"]
