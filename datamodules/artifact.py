@@ -93,7 +93,7 @@ def write_artifact(target: Path, prepared: Prepared, manifest_base: dict[str, An
                 "length_mean": round(float(lengths.mean()), 3) if len(lengths) else 0.0,
             }
             if "num_classes" in prepared.meta:
-                counts = np.bincount(np.asarray(split.y, dtype=np.int64),
+                counts = np.bincount(np.asarray(split.y, dtype=np.int64).ravel(),  # per-step too
                                      minlength=prepared.meta["num_classes"])
                 shapes[split_name]["class_counts"] = counts.tolist()
         for key, value in sorted(prepared.extras.items()):

@@ -6,6 +6,7 @@ idempotent: the artifact is keyed on the raw files' checksums plus the parameter
 
 from __future__ import annotations
 
+import bz2
 import platform
 from collections import Counter
 from dataclasses import dataclass, field
@@ -212,12 +213,63 @@ def adding_problem(n: int, length: int, rng: np.random.Generator) -> Split:
 
 
 def _build_adding(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    return Prepared(_generated_splits(p, adding_problem), {"outputs": 1, "input_dim": 2, "vocab_size": 0}, {})
+
+
+def copy_memory(n: int, length: int, rng: np.random.Generator) -> Split:
+    """Copy memory as Bai, Kolter & Koltun (2018) build it: ten digits from 1-8, T-1 blanks, then
+    eleven 9s (the cue to recall); the target is blank until the last ten steps, which must
+    repeat the ten digits. Sequences are T+20 tokens; 0 is the blank."""
+    digits = rng.integers(1, 9, size=(n, 10))
+    x = np.concatenate([digits, np.zeros((n, length - 1), np.int64), np.full((n, 11), 9)], axis=1)
+    y = np.concatenate([np.zeros((n, length + 10), np.int64), digits], axis=1)
+    return Split(list(x.astype(np.int64)), y.astype(np.int64), np.arange(n))
+
+
+def _generated_splits(p: dict[str, Any], make) -> dict[str, Split]:
     # each split from its own stream of one seed, so a bigger train split leaves val/test alone
     streams = np.random.SeedSequence(p["seed"]).spawn(3)
     sizes = {"train": p["train_size"], "val": p["val_size"], "test": p["test_size"]}
-    splits = {name: adding_problem(n, p["length"], np.random.default_rng(stream))
-              for (name, n), stream in zip(sizes.items(), streams)}
-    return Prepared(splits, {"outputs": 1, "input_dim": 2, "vocab_size": 0}, {})
+    return {name: make(n, p["length"], np.random.default_rng(stream))
+            for (name, n), stream in zip(sizes.items(), streams)}
+
+
+def _build_copy_memory(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    meta = {"num_classes": 10, "input_dim": 0, "vocab_size": 10}
+    return Prepared(_generated_splits(p, copy_memory), meta, {"labels": [str(d) for d in range(10)]})
+
+
+# ---------------------------------------------------------------- text language model
+
+def _build_shakespeare_char(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    """Next-character prediction on the plays: contiguous train/val/test stretches of text,
+    cut into windows of ``seq_len`` characters whose targets are the same shifted by one."""
+    path = files["shakespeare_plays.txt.bz2"]
+    try:
+        text = bz2.decompress(path.read_bytes()).decode("utf-8")[: p["max_chars"]]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read as bzip2-compressed UTF-8 text ({exc})") from None
+    n = len(text)
+    train_end = int(n * (1 - p["val_fraction"] - p["test_fraction"]))
+    val_end = int(n * (1 - p["test_fraction"]))
+    counts = Counter(text[:train_end])
+    # 0 is padding (its embedding stays zero), 1 stands for characters unseen in training
+    vocab = ["<pad>", "<unk>", *sorted(counts, key=lambda c: (-counts[c], c))]
+    index = {c: i for i, c in enumerate(vocab)}
+    ids = np.array([index.get(c, 1) for c in text], dtype=np.int64)
+    length = p["seq_len"]
+
+    def windows(start: int, stop: int) -> Split:
+        starts = np.arange(start, stop - length - 1, length)
+        x = [ids[i: i + length] for i in starts]
+        y = np.stack([ids[i + 1: i + length + 1] for i in starts])
+        return Split(x, y, starts)
+
+    splits = {"train": windows(0, train_end), "val": windows(train_end, val_end),
+              "test": windows(val_end, n)}
+    meta = {"num_classes": len(vocab), "input_dim": 0, "vocab_size": len(vocab)}
+    tokenizer = {"level": "char", "max_len": length}
+    return Prepared(splits, meta, {"vocab": vocab, "tokenizer": tokenizer})
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -272,6 +324,23 @@ DATASETS: dict[str, DatasetSpec] = {
             build=_build_adding,
             defaults={"length": 200, "train_size": 5000, "val_size": 1000, "test_size": 1000,
                       "seed": 17},
+        ),
+        DatasetSpec(
+            name="copy-memory", modality="synthetic", task="sequence",
+            description="copy memory (Bai et al. 2018): recall 10 digits after T blank steps",
+            folder="", files=(),
+            build=_build_copy_memory,
+            defaults={"length": 200, "train_size": 5000, "val_size": 1000, "test_size": 1000,
+                      "seed": 17},
+        ),
+        DatasetSpec(
+            name="shakespeare-char", modality="text", task="language-model",
+            description="character language model on 42 plays (public domain), bits per character",
+            folder="shakespeare",
+            files=("shakespeare_plays.txt.bz2",),
+            build=_build_shakespeare_char,
+            defaults={"seq_len": 128, "max_chars": 2_000_000, "val_fraction": 0.05,
+                      "test_fraction": 0.05},
         ),
     )
 }
@@ -331,6 +400,10 @@ def baseline_name(manifest: dict) -> str:
         return "majority class"
     if manifest["task"] == "regression":
         return "mean target"
+    if manifest["task"] == "language-model":
+        return "unigram frequencies"
+    if manifest["task"] == "sequence":
+        return "memoryless"
     season = manifest.get("season", 1)
     return "last value" if season == 1 else f"seasonal naive (lag {season})"
 
@@ -349,6 +422,21 @@ def baseline_scores(artifact_dir: Path) -> dict[str, float]:
         precision, recall = float((y == majority).mean()), 1.0
         f1 = 2 * precision * recall / (precision + recall) / manifest["num_classes"]
         return {"test/acc": acc, "test/f1": f1}
+    if manifest["task"] == "language-model":
+        # each character predicted from its training frequency alone (add-one smoothed)
+        train_ids = np.concatenate(load_split(artifact_dir, "train").x)
+        freq = np.bincount(train_ids, minlength=manifest["vocab_size"]) + 1.0
+        prob = freq / freq.sum()
+        y = test.y.ravel()
+        return {"test/bpc": float(-np.log2(prob[y]).mean()),
+                "test/acc": float((y == int(np.argmax(freq))).mean())}
+    if manifest["task"] == "sequence":
+        # the memoryless strategy of Bai et al.: blank everywhere, a uniform guess among the
+        # 8 digits where recall is due (30 / (T + 20) bits per step)
+        y = test.y
+        recall = y != 0
+        bits = float(recall.mean() * np.log2(8))
+        return {"test/bpc": bits, "test/acc": float((~recall).mean() + recall.mean() / 8)}
     if manifest["task"] == "regression":
         # a constant: the training targets' mean (about 1 for the adding problem, MSE ~0.167)
         constant = load_split(artifact_dir, "train").y.mean(axis=0)

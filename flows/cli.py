@@ -56,7 +56,7 @@ def _setup(tracking_uri=None, experiment=None, ray_address=None) -> Settings:
 def _validated(preset: str, datasets: Optional[list[str]], variants: Optional[list[str]]):
     from datamodules.catalog import get_dataset
     from datamodules.loaders import DataError
-    from flows.presets import PresetError, load_preset, select
+    from flows.presets import PresetError, load_preset, plan, select
     from modules.registry import VariantError, resolve_variant
 
     try:
@@ -66,6 +66,7 @@ def _validated(preset: str, datasets: Optional[list[str]], variants: Optional[li
             get_dataset(d).params(p.dataset_params.get(d))
         for v in vs:
             resolve_variant(v, p.custom_variants)
+        plan(ds, vs)
     except (PresetError, DataError, VariantError) as exc:
         _fail(str(exc))
     return p, ds, vs

@@ -15,7 +15,8 @@ from flows.sweep import TASK_METRIC
 
 INTEGER_COLUMNS = ("params", "trials")
 TASK_COLUMNS = {"classification": ["acc", "f1"], "forecasting": ["mae", "rmse", "mase"],
-                "regression": ["mse", "mae"]}
+                "regression": ["mse", "mae"], "language-model": ["bpc", "acc"],
+                "sequence": ["bpc", "acc"]}
 
 
 def baseline_metric_name(dataset: str, metric: str) -> str:

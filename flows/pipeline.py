@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from datamodules import catalog
 from flows import leaderboard, progress, tracking
-from flows.presets import Preset, load_preset, select
+from flows.presets import Preset, load_preset, plan, select
 from flows.settings import Settings, load_settings
 from flows.sweep import SweepRequest, run_sweep, stop_ray
 
@@ -101,8 +101,14 @@ def _run(settings: Settings, preset: Preset, datasets: list[str], variants: list
                                           variants, role)
     status = "FAILED"
     summaries: list[dict] = []
+    pairs, skipped = plan(datasets, variants)
+    if skipped:
+        tracking.set_tags(uri, run_id, {"rnnbench.skipped": "; ".join(skipped)[:4000]})
     try:
-        with progress.display(len(datasets) * len(variants), enabled=show_progress):
+        with progress.display(len(pairs), enabled=show_progress) as shown:
+            for note in skipped:
+                if shown is not None:
+                    shown.progress.console.print(f"  [yellow]-[/] {note}")
             for dataset in datasets:
                 prepared = prepare_task(dataset, str(settings.data_root),
                                         preset.dataset_params.get(dataset))
@@ -112,7 +118,7 @@ def _run(settings: Settings, preset: Preset, datasets: list[str], variants: list
                                                    for k, v in baseline.items()})
                 tracking.set_tags(uri, run_id, {leaderboard.baseline_tag(dataset):
                                                 catalog.baseline_name(prepared["manifest"])})
-                for variant in variants:
+                for variant in (v for d, v in pairs if d == dataset):
                     request = SweepRequest(
                         dataset=dataset, variant=variant, artifact_dir=artifact_dir, preset=preset,
                         settings=settings, experiment_id=experiment_id, run_key=run_key,

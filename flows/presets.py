@@ -150,6 +150,25 @@ def select(preset: Preset, datasets: list[str] | None = None,
     return ds, vs
 
 
+def plan(datasets: list[str], variants: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """The (dataset, variant) pairs to sweep, and why any asked-for pair is left out."""
+    from modules.registry import incompatibility
+
+    pairs, skipped = [], []
+    for dataset in datasets:
+        task = DATASETS[dataset].task
+        for variant in variants:
+            reason = incompatibility(variant, task)
+            if reason:
+                skipped.append(f"{dataset} · {variant} skipped: {reason}")
+            else:
+                pairs.append((dataset, variant))
+        if not any(d == dataset for d, _ in pairs):
+            raise PresetError(f"no selected variant can train on {dataset!r} ({task}); "
+                              "choose from rnn, lstm, gru, transformer")
+    return pairs, skipped
+
+
 def search_space(space: dict[str, Any]) -> dict[str, Any]:
     """Preset sampler tables to Ray Tune domains (constants pass through)."""
     from ray import tune

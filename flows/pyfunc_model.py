@@ -4,10 +4,10 @@ Loads weights as a state_dict with ``weights_only=True`` and the vocabulary, sca
 from JSON, so loading never unpickles arbitrary objects. Needs only the ``modules`` package,
 which is logged beside it as code.
 
-Input: a DataFrame with a ``text`` column (text models) or a ``sequence`` column holding one
+Input: a DataFrame with a ``text`` column (text and character models) or a ``sequence`` column holding one
 (T, F) nested list per row (speech frames, or a forecasting window of raw values).
-Output: ``label`` and ``probability`` (classification), ``prediction`` (regression) or
-``t+1``..``t+H`` (forecasting).
+Output: ``label`` and ``probability`` (classification), ``prediction`` (regression; per-step
+tasks: the predicted next character or label at every step) or ``t+1``..``t+H`` (forecasting).
 """
 
 import json
@@ -37,10 +37,14 @@ class SequenceModel(PythonModel):
         self.model.eval()
         self.apply_head = apply_head
         tok = self.spec.get("tokenizer")
-        self.pattern = re.compile(tok["pattern"]) if tok else None
+        self.chars = bool(tok) and tok.get("level") == "char"
+        self.pattern = re.compile(tok["pattern"]) if tok and not self.chars else None
         self.index = {t: i for i, t in enumerate(self.spec.get("vocab", []))}
 
     def _encode(self, frame: pd.DataFrame) -> list:
+        if self.chars:
+            return [torch.tensor([self.index.get(c, 1) for c in str(text)] or [1], dtype=torch.int64)
+                    for text in frame["text"]]
         if self.pattern is not None:
             max_len = self.spec["tokenizer"]["max_len"]
             seqs = []
@@ -71,6 +75,12 @@ class SequenceModel(PythonModel):
             top = probs.argmax(dim=-1)
             return pd.DataFrame({"label": [labels[i] for i in top.tolist()],
                                  "probability": probs.max(dim=-1).values.numpy()})
+        if self.data["task"] in ("language-model", "sequence"):
+            names = self.spec.get("vocab") or self.spec.get("labels")
+            steps = out.argmax(dim=-1).tolist()
+            joiner = "" if self.chars else " "
+            return pd.DataFrame({"prediction": [joiner.join(names[i] for i in row[:n])
+                                                for row, n in zip(steps, lengths.tolist())]})
         if self.data["task"] == "regression":
             return pd.DataFrame({"prediction": out[:, 0].numpy()})
         ch = self.data.get("target_channel", 0)

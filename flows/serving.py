@@ -26,6 +26,25 @@ def requirements() -> list[str]:
     return pins
 
 
+def sample_text(module, vocab: list[str], prompt: str = "ROMEO.\n", length: int = 400,
+                temperature: float = 0.8, seed: int = 0) -> str:
+    """Characters drawn one at a time from a trained character language model."""
+    from modules.sequence import apply_head
+
+    index = {c: i for i, c in enumerate(vocab)}
+    ids = [index.get(c, 1) for c in prompt]
+    generator = torch.Generator().manual_seed(seed)
+    module.eval()
+    with torch.no_grad():
+        for _ in range(length):
+            context = torch.tensor([ids[-256:]])
+            logits = apply_head(module.net, module.head, context, torch.tensor([context.size(1)]))[0, -1]
+            logits[:2] = float("-inf")  # never emit padding or <unk>
+            probs = torch.softmax(logits / temperature, dim=-1)
+            ids.append(int(torch.multinomial(probs, 1, generator=generator)))
+    return "".join(vocab[i] for i in ids)
+
+
 def write_model_files(module, variant: str, hparams: dict[str, Any], artifact_dir: Path,
                       out: Path, custom_variants: dict[str, str] | None = None) -> dict[str, str]:
     """Weights and the JSON spec the pyfunc rebuilds the network from; returns MLflow artifacts."""

@@ -19,7 +19,7 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from datamodules.artifact import read_manifest
+from datamodules.artifact import read_extra, read_manifest
 from datamodules.datamodule import SequenceDataModule
 from flows import progress, tracking
 from flows.presets import Preset, search_space
@@ -30,10 +30,13 @@ from flows.trial import (CHECKPOINT_FILE, CONTEXT_KEY, build_module, hyperparame
 
 # The metric each task is tuned and ranked on: (name without stage, mode)
 TASK_METRIC = {"classification": ("acc", "max"), "forecasting": ("mae", "min"),
-               "regression": ("mse", "min")}
+               "regression": ("mse", "min"), "language-model": ("bpc", "min"),
+               "sequence": ("bpc", "min")}
 REPORTED = {"classification": ["val/loss", "val/acc", "val/f1", "train/loss"],
             "forecasting": ["val/loss", "val/mae", "val/rmse", "val/mase", "train/loss"],
-            "regression": ["val/loss", "val/mse", "val/mae", "train/loss"]}
+            "regression": ["val/loss", "val/mse", "val/mae", "train/loss"],
+            "language-model": ["val/loss", "val/bpc", "val/acc", "train/loss"],
+            "sequence": ["val/loss", "val/bpc", "val/acc", "train/loss"]}
 
 
 @dataclass
@@ -181,6 +184,9 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
         tracking.log_metrics(uri, sweep_run_id, metrics)
         tracking.log_params(uri, sweep_run_id, {f"best.{k}": v for k, v in hparams.items()})
         tracking.set_tags(uri, sweep_run_id, {"rnnbench.best_trial_id": best.metrics.get("trial_id", "")})
+        if manifest["task"] == "language-model":  # one-to-many: text generated from a prompt
+            sample = serving.sample_text(module, read_extra(req.artifact_dir, "vocab"), seed=req.preset.budget.seed)
+            tracking.log_text(uri, sweep_run_id, sample, "sample.txt")
         with tempfile.TemporaryDirectory() as tmp:
             serving.log_model(uri, sweep_run_id, module, req.variant, hparams, req.artifact_dir,
                               Path(tmp), req.preset.custom_variants)

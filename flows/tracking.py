@@ -117,6 +117,10 @@ def log_json(tracking_uri: str, run_id: str, payload: Any, artifact_file: str) -
     client(tracking_uri).log_dict(run_id, payload, artifact_file)
 
 
+def log_text(tracking_uri: str, run_id: str, text: str, artifact_file: str) -> None:
+    client(tracking_uri).log_text(run_id, text, artifact_file)
+
+
 def log_files(tracking_uri: str, run_id: str, paths: Iterable[Path], artifact_path: str | None = None) -> None:
     c = client(tracking_uri)
     for path in paths:

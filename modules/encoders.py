@@ -78,8 +78,10 @@ class TransformerEncoder(nn.Module):
     """Encoder-only baseline: sinusoidal positions, key-padding mask, pre-LN, masked-mean pooling."""
 
     def __init__(self, input_dim: int = 0, vocab_size: int = 0, hidden_size: int = 64,
-                 num_layers: int = 1, dropout: float = 0.0, nhead: int = 4, ff_mult: int = 2):
+                 num_layers: int = 1, dropout: float = 0.0, nhead: int = 4, ff_mult: int = 2,
+                 causal: bool = False):
         super().__init__()
+        self.causal = causal  # each step attends only to itself and the past (language models)
         if hidden_size % nhead:
             raise ValueError(f"hidden_size {hidden_size} must be divisible by nhead {nhead}")
         self.embed = InputEmbedding(input_dim, vocab_size, hidden_size, project_floats=True)
@@ -101,7 +103,11 @@ class TransformerEncoder(nn.Module):
             self.positions = sinusoidal_positions(steps, self.output_dim).to(self.positions.device)
         h = self.embed(x) * self.scale + self.positions[:steps]
         pad = torch.arange(steps, device=x.device)[None, :] >= lengths.to(x.device)[:, None]
-        h = self.norm(self.encoder(self.dropout(h), src_key_padding_mask=pad))
+        mask = None
+        if self.causal:  # True above the diagonal = may not attend (the same dtype as the pad mask)
+            mask = torch.ones(steps, steps, dtype=torch.bool, device=x.device).triu(1)
+        h = self.norm(self.encoder(self.dropout(h), mask=mask, src_key_padding_mask=pad,
+                                   is_causal=self.causal))
         h = h.masked_fill(pad[..., None], 0.0)
         pooled = h.sum(dim=1) / lengths.to(h.device, h.dtype)[:, None]
         return h, pooled

@@ -31,6 +31,19 @@ VARIANTS: dict[str, Callable[..., nn.Module]] = {
 # only if it is listed in ENCODER_EXTRAS for that variant (or the variant is a user class).
 ENCODER_ARGS = ("hidden_size", "num_layers", "dropout")
 ENCODER_EXTRAS = {"transformer": ("nhead", "ff_mult")}
+BIDIRECTIONAL = ("birnn", "bilstm", "bigru")
+# Tasks whose targets are the inputs shifted by one step: a variant that reads the future
+# would see the answers, so they take only causal variants.
+CAUSAL_TASKS = ("language-model",)
+PER_STEP_TASKS = ("language-model", "sequence")
+
+
+def incompatibility(variant: str, task: str) -> str | None:
+    """Why ``variant`` cannot be trained on a ``task`` dataset, or None if it can."""
+    if task in CAUSAL_TASKS and variant in BIDIRECTIONAL:
+        return (f"{variant} reads sequences in both directions, so on a {task} dataset it would "
+                "see the tokens it must predict")
+    return None
 
 
 class VariantError(ValueError):
@@ -57,7 +70,12 @@ def build_network(variant: str, config: dict[str, Any], data: dict[str, Any],
                   custom: dict[str, str] | None = None) -> tuple[nn.Module, nn.Module]:
     """(encoder, head) for ``variant`` on a dataset described by its manifest ``data``."""
     factory = resolve_variant(variant, custom)
+    reason = incompatibility(variant, data["task"])
+    if reason:
+        raise VariantError(reason)
     kwargs = {k: config[k] for k in ENCODER_ARGS if k in config}
+    if variant == "transformer" and data["task"] in CAUSAL_TASKS:
+        kwargs["causal"] = True
     kwargs.update({k: config[k] for k in ENCODER_EXTRAS.get(variant, ()) if k in config})
     if variant not in VARIANTS:
         kwargs.update(config.get("variant_kwargs", {}))
@@ -69,8 +87,8 @@ def build_network(variant: str, config: dict[str, Any], data: dict[str, Any],
         head = LinearHead(encoder.output_dim, data["horizon"], dropout)
     elif data["task"] == "regression":
         head = LinearHead(encoder.output_dim, data["outputs"], dropout)
-    elif data["task"] == "language-model":
-        head = LinearHead(encoder.output_dim, data["vocab_size"], dropout, per_step=True)
+    elif data["task"] in PER_STEP_TASKS:
+        head = LinearHead(encoder.output_dim, data["num_classes"], dropout, per_step=True)
     else:
         raise VariantError(f"no head for task {data['task']!r}")
     return encoder, head

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -11,9 +13,10 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 from typing_extensions import override
 
-from modules.registry import count_parameters
+from modules.registry import PER_STEP_TASKS, count_parameters
 
 STAGES = ("train", "val", "test")
+IGNORE = -100  # per-step targets with this value (padding) count in no loss or metric
 
 
 def apply_head(net: nn.Module, head: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -36,7 +39,8 @@ def _per_stage(factory) -> nn.ModuleDict:
 
 
 class SequenceModule(pl.LightningModule):
-    """Classification (``val/acc``, ``val/f1``), regression of one value per sequence
+    """Classification (``val/acc``, ``val/f1``), per-step prediction (``val/bpc``: cross-entropy
+    in bits per step, per character for a character language model; ``val/acc``), regression of one value per sequence
     (``val/mse``, ``val/mae``) or multi-step forecasting (``val/mae``,
     ``val/rmse``, ``val/mase`` in the data's original units; MASE is the MAE relative to the
     naive forecast: the value one ``season`` before each target step, the last value when
@@ -65,6 +69,13 @@ class SequenceModule(pl.LightningModule):
             self.naive_err = _per_stage(SumMetric)
             self.best = MinMetric()
             self.monitor = "mae"
+        elif task in PER_STEP_TASKS:
+            make = lambda: MetricCollection({  # noqa: E731
+                "acc": MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE),
+            })
+            self.bits = _per_stage(MeanMetric)
+            self.best = MinMetric()
+            self.monitor = "bpc"
         elif task == "regression":
             make = lambda: MetricCollection({  # noqa: E731
                 "mse": MeanSquaredError(), "mae": MeanAbsoluteError(),
@@ -93,6 +104,12 @@ class SequenceModule(pl.LightningModule):
         if hp.task == "classification":
             loss = F.cross_entropy(out, y)
             self.metrics[f"{stage}_"].update(out.argmax(dim=-1), y)
+        elif hp.task in PER_STEP_TASKS:
+            flat_out, flat_y = out.reshape(-1, out.size(-1)), y.reshape(-1)
+            loss = F.cross_entropy(flat_out, flat_y, ignore_index=IGNORE)
+            self.metrics[f"{stage}_"].update(flat_out.argmax(dim=-1), flat_y)
+            counted = (flat_y != IGNORE).sum()
+            self.bits[f"{stage}_"].update(loss.detach() / math.log(2), weight=counted)
         elif hp.task == "regression":
             loss = F.mse_loss(out, y)
             self.metrics[f"{stage}_"].update(out.detach(), y)
@@ -110,6 +127,9 @@ class SequenceModule(pl.LightningModule):
     def _log_epoch(self, stage: str) -> None:
         values = {f"{stage}/{k}": v for k, v in self.metrics[f"{stage}_"].compute().items()}
         values[f"{stage}/loss"] = self.losses[f"{stage}_"].compute()
+        if self.hparams.task in PER_STEP_TASKS:
+            values[f"{stage}/bpc"] = self.bits[f"{stage}_"].compute()
+            self.bits[f"{stage}_"].reset()
         if self.hparams.task == "forecasting":
             values[f"{stage}/mase"] = self.abs_err[f"{stage}_"].compute() / self.naive_err[f"{stage}_"].compute()
             self.abs_err[f"{stage}_"].reset()

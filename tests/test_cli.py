@@ -20,11 +20,13 @@ def _cli(*args, home: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("args,message", [
     (["run", "--variants", "lstm,lsmt"], "unknown variant 'lsmt'; valid: rnn, lstm, gru, birnn, bilstm, bigru, transformer"),
-    (["run", "--datasets", "imdb"], "unknown dataset 'imdb'; valid: japanese-vowels, rotten-tomatoes, sunspots, electricity, seq-mnist, adding"),
+    (["run", "--datasets", "imdb"], "unknown dataset 'imdb'; valid: japanese-vowels, rotten-tomatoes, sunspots, electricity, seq-mnist, adding, copy-memory, shakespeare-char"),
     (["run", "--preset", "huge"], "unknown preset 'huge'; valid: quick"),
     (["run", "--preset", "/no/such/preset.toml"], "preset file not found: /no/such/preset.toml"),
     (["sweep", "--dataset", "sunspots", "--variant", "mamba"], "unknown variant 'mamba'"),
     (["prepare", "cifar"], "unknown dataset 'cifar'; valid: japanese-vowels"),
+    (["run", "--datasets", "shakespeare-char", "--variants", "bilstm"],
+     "no selected variant can train on 'shakespeare-char' (language-model)"),
 ])
 def test_bad_names_fail_fast_with_one_line_naming_the_valid_choices(tmp_path, args, message):
     proc = _cli(*args, home=tmp_path)

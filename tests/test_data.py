@@ -136,7 +136,7 @@ def test_collate_keeps_token_ids_as_integers():
 
 
 def test_unknown_dataset_names_the_valid_ones():
-    with pytest.raises(DataError, match="unknown dataset 'mnist'; valid: japanese-vowels, rotten-tomatoes, sunspots, electricity, seq-mnist, adding"):
+    with pytest.raises(DataError, match="unknown dataset 'mnist'; valid: japanese-vowels, rotten-tomatoes, sunspots, electricity, seq-mnist, adding, copy-memory, shakespeare-char"):
         get_dataset("mnist")
 
 
@@ -202,3 +202,41 @@ def test_generated_datasets_are_reproducible_from_their_seed(tmp_path, prepared)
     assert again["content_hash"] == prepared["adding"][1]["content_hash"]
     _, other, _ = prepare("adding", tmp_path, {"seed": 18})
     assert other["content_hash"] != again["content_hash"]
+
+
+def test_copy_memory_asks_to_recall_ten_digits_after_the_blanks(prepared):
+    artifact, manifest = prepared["copy-memory"]
+    train = load_split(artifact, "train")
+    x, y = np.stack(train.x[:20]), train.y[:20]
+    length = 200
+    assert x.shape == (20, length + 20) and y.shape == (20, length + 20)
+    assert ((x[:, :10] >= 1) & (x[:, :10] <= 8)).all()
+    assert (x[:, 10: length + 9] == 0).all() and (x[:, length + 9:] == 9).all()
+    assert (y[:, : length + 10] == 0).all() and (y[:, length + 10:] == x[:, :10]).all()
+    # the memoryless baseline of the paper: 10 log 8 / (T + 20), here in bits
+    assert baseline_scores(artifact)["test/bpc"] == pytest.approx(30 / (length + 20))
+
+
+def test_character_model_targets_are_the_inputs_shifted_by_one(prepared):
+    artifact, manifest = prepared["shakespeare-char"]
+    train = load_split(artifact, "train")
+    for x, y in zip(train.x[:10], train.y[:10]):
+        assert (x[1:] == y[:-1]).all()
+    vocab = read_extra(artifact, "vocab")
+    assert vocab[:2] == ["<pad>", "<unk>"] and " " in vocab and "e" in vocab
+    seen = np.unique(np.concatenate(train.x + [train.y.ravel()]))
+    assert set(range(2, len(vocab))) <= set(seen.tolist()), "every vocabulary character occurs in training"
+    starts = {s: load_split(artifact, s).ids for s in ("train", "val", "test")}
+    assert starts["train"].max() < starts["val"].min() and starts["val"].max() < starts["test"].min()
+    assert 4.0 < baseline_scores(artifact)["test/bpc"] < 5.5  # unigram entropy of English text
+
+
+def test_bidirectional_variants_are_left_out_of_language_modelling_with_the_reason():
+    from flows.presets import PresetError, plan
+
+    pairs, skipped = plan(["shakespeare-char", "sunspots"], ["lstm", "bigru"])
+    assert pairs == [("shakespeare-char", "lstm"), ("sunspots", "lstm"), ("sunspots", "bigru")]
+    assert skipped == ["shakespeare-char · bigru skipped: bigru reads sequences in both directions, "
+                       "so on a language-model dataset it would see the tokens it must predict"]
+    with pytest.raises(PresetError, match="no selected variant can train on 'shakespeare-char'"):
+        plan(["shakespeare-char"], ["bilstm"])

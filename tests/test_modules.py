@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modules.registry import VARIANTS, VariantError, build_network, count_parameters, resolve_variant
+from modules.registry import (VARIANTS, VariantError, build_network, count_parameters,
+                              incompatibility, resolve_variant)
 from modules.sequence import SequenceModule, apply_head
 
 HP = {"hidden_size": 8, "num_layers": 2, "dropout": 0.0, "nhead": 2}
 SPEECH = {"task": "classification", "num_classes": 3, "input_dim": 4, "vocab_size": 0}
 TEXT = {"task": "classification", "num_classes": 2, "input_dim": 0, "vocab_size": 20}
 SERIES = {"task": "forecasting", "horizon": 5, "input_dim": 1, "vocab_size": 0}
-LM = {"task": "language-model", "input_dim": 0, "vocab_size": 11}
+LM = {"task": "language-model", "num_classes": 11, "input_dim": 0, "vocab_size": 11}
+COPY = {"task": "sequence", "num_classes": 10, "input_dim": 0, "vocab_size": 10}
 ADDING = {"task": "regression", "outputs": 1, "input_dim": 4, "vocab_size": 0}
 
 
@@ -32,8 +34,12 @@ def _batch(data: dict, lengths=(6, 3, 1)):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("data,expected", [(SPEECH, (3, 3)), (TEXT, (3, 2)), (SERIES, (3, 5)),
-                                           (LM, (3, 6, 11)), (ADDING, (3, 1))])
+                                           (LM, (3, 6, 11)), (COPY, (3, 6, 10)), (ADDING, (3, 1))])
 def test_every_variant_gives_the_shape_of_its_task(variant, data, expected):
+    if incompatibility(variant, data["task"]):
+        with pytest.raises(VariantError, match="both directions"):
+            build_network(variant, HP, data)
+        return
     net, head = build_network(variant, HP, data)
     x, lengths = _batch(data)
     assert apply_head(net, head, x, lengths).shape == expected
@@ -135,3 +141,16 @@ def test_mase_is_relative_to_the_seasonal_naive_forecast():
     lengths = torch.tensor([10])
     assert naive_forecast(x, lengths, 0, 3, season=1).tolist() == [[9.0, 9.0, 9.0]]
     assert naive_forecast(x, lengths, 0, 6, season=4).tolist() == [[6.0, 7.0, 8.0, 9.0, 6.0, 7.0]]
+
+
+@pytest.mark.parametrize("variant", ["rnn", "lstm", "gru", "transformer"])
+def test_language_model_outputs_never_depend_on_future_tokens(variant):
+    net, head = build_network(variant, HP, LM)
+    net.eval(), head.eval()
+    x, lengths = _batch(LM, lengths=(6, 6, 6))
+    changed = x.clone()
+    changed[:, 4:] = (changed[:, 4:] + 1) % 11  # rewrite the last two tokens
+    with torch.no_grad():
+        before, after = apply_head(net, head, x, lengths), apply_head(net, head, changed, lengths)
+    torch.testing.assert_close(before[:, :4], after[:, :4], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(before[:, 4:], after[:, 4:])
