@@ -272,6 +272,10 @@ def _build_shakespeare_char(files: dict[str, Path], p: dict[str, Any]) -> Prepar
     return Prepared(splits, meta, {"vocab": vocab, "tokenizer": tokenizer})
 
 
+# sequence length T and split sizes of the generated long-range memory tasks (CPU scale)
+_GENERATED_DEFAULTS = {"length": 200, "train_size": 5000, "val_size": 1000, "test_size": 1000,
+                       "seed": 17}
+
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
@@ -322,16 +326,14 @@ DATASETS: dict[str, DatasetSpec] = {
             description="adding problem (Bai et al. 2018): sum the two marked values of T steps",
             folder="", files=(),
             build=_build_adding,
-            defaults={"length": 200, "train_size": 5000, "val_size": 1000, "test_size": 1000,
-                      "seed": 17},
+            defaults=dict(_GENERATED_DEFAULTS),
         ),
         DatasetSpec(
             name="copy-memory", modality="synthetic", task="sequence",
             description="copy memory (Bai et al. 2018): recall 10 digits after T blank steps",
             folder="", files=(),
             build=_build_copy_memory,
-            defaults={"length": 200, "train_size": 5000, "val_size": 1000, "test_size": 1000,
-                      "seed": 17},
+            defaults=dict(_GENERATED_DEFAULTS),
         ),
         DatasetSpec(
             name="shakespeare-char", modality="text", task="language-model",

@@ -11,7 +11,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
-from datamodules.artifact import MANIFEST, load_split, read_manifest
+from datamodules.artifact import MANIFEST, load_split
 
 
 class SequenceDataset(Dataset):
@@ -42,10 +42,6 @@ class SequenceDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.datasets: dict[str, SequenceDataset] = {}
-
-    @property
-    def manifest(self) -> dict:
-        return read_manifest(self.artifact_dir)
 
     @override
     def prepare_data(self) -> None:

@@ -70,7 +70,8 @@ def stop_ray() -> None:
         ray.shutdown()
 
 
-def _tuner(req: SweepRequest, sweep_run_id: str, metric: str, mode: str, path: Path) -> tune.Tuner:
+def _tuner(req: SweepRequest, sweep_run_id: str, tags: dict[str, str], metric: str, mode: str,
+           path: Path) -> tune.Tuner:
     b = req.preset.budget
     manifest = read_manifest(req.artifact_dir)
     trainable = tune.with_resources(train_trial, {"cpu": b.cpus_per_trial, "gpu": b.gpus_per_trial})
@@ -82,7 +83,7 @@ def _tuner(req: SweepRequest, sweep_run_id: str, metric: str, mode: str, path: P
         "artifact_dir": str(req.artifact_dir), "variant": req.variant, "seed": b.seed,
         "max_epochs": b.max_epochs, "tracking_uri": req.settings.tracking_uri,
         "experiment_id": req.experiment_id, "parent_run_id": sweep_run_id,
-        "tags": req.tags, "report_metrics": REPORTED[manifest["task"]],
+        "tags": tags, "report_metrics": REPORTED[manifest["task"]],
         "custom_variants": req.preset.custom_variants,
         "threads": max(1, int(b.cpus_per_trial)),
     }
@@ -130,7 +131,6 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
     tags = {**req.tags, "dataset": req.dataset, "variant": req.variant,
             "modality": manifest["modality"], "rnnbench.task": manifest["task"],
             "rnnbench.run_key": req.run_key}
-    req.tags = tags
     lookup = {"rnnbench.role": "sweep", "dataset": req.dataset, "variant": req.variant,
               "rnnbench.run_key": req.run_key}
     previous = tracking.find_child(uri, req.experiment_id, req.parent_run_id, lookup)
@@ -156,7 +156,7 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
     status = "FAILED"
     try:
         start_ray(req.settings)
-        grid = _tuner(req, sweep_run_id, metric, mode, path).fit()
+        grid = _tuner(req, sweep_run_id, tags, metric, mode, path).fit()
         for result in grid:
             trial_run = tracking.find_child(uri, req.experiment_id, sweep_run_id,
                                             {"rnnbench.trial_id": result.metrics.get("trial_id", "")})
