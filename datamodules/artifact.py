@@ -60,6 +60,7 @@ class Prepared:
     splits: dict[str, Split]
     meta: dict[str, Any]  # task, modality, num_classes / horizon, input_dim, vocab_size, ...
     extras: dict[str, Any] = field(default_factory=dict)  # JSON side files: vocab, scaler, labels
+    warnings: list[str] = field(default_factory=list)  # e.g. truncated sequences; kept in the manifest
 
 
 def _flatten(split: Split) -> tuple[np.ndarray, np.ndarray]:
@@ -107,6 +108,7 @@ def write_artifact(target: Path, prepared: Prepared, manifest_base: dict[str, An
             "format_version": FORMAT_VERSION,
             "splits": shapes,
             "extras": sorted(prepared.extras),
+            "warnings": list(prepared.warnings),
             "content_hash": digest.hexdigest(),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, sort_keys=True, indent=1))
