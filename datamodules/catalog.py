@@ -7,6 +7,7 @@ idempotent: the artifact is keyed on the raw files' checksums plus the parameter
 from __future__ import annotations
 
 import bz2
+import hashlib
 import platform
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from datamodules.artifact import (
     MANIFEST,
 )
 from datamodules.loaders import TOKEN_PATTERN, DataError, read_labelled_text, read_series, read_ts, tokenize
+from datamodules.audio import build_spoken_digits, espeak_version
+from datamodules.splits import standardize
 
 VENDORED = Path(__file__).parent / "data"
 
@@ -33,13 +36,19 @@ VENDORED = Path(__file__).parent / "data"
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    modality: str  # speech | text | timeseries
-    task: str  # classification | forecasting
+    modality: str  # speech | text | timeseries | image | synthetic
+    task: str  # classification | forecasting | regression | language-model | sequence
     description: str
     folder: str  # under datamodules/data, or the user's --source directory
     files: tuple[str, ...]
     build: Callable[[dict[str, Path], dict[str, Any]], Prepared]
     defaults: dict[str, Any] = field(default_factory=dict)
+    # versions of outside tools whose output ends up in the artifact (part of the cache key);
+    # raises DataError saying how to install a missing one, before any work starts
+    versions: Callable[[], dict[str, str]] | None = None
+    source: Path | None = None  # a user's dataset: the file or folder it was registered from
+    snapshot: Path | None = None  # ... and the artifact registered for its default parameters
+    kind: str = "built-in"  # or the --kind a user's dataset was registered with
 
     def params(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         overrides = dict(overrides or {})
@@ -56,15 +65,6 @@ class DatasetSpec:
 
 
 # ---------------------------------------------------------------- speech: JapaneseVowels
-
-def _standardize(splits: dict[str, Split]) -> dict[str, list[float]]:
-    """Per-channel z-scoring with statistics of the training split only."""
-    frames = np.concatenate(splits["train"].x, axis=0)
-    mean, std = frames.mean(axis=0), frames.std(axis=0) + 1e-8
-    for split in splits.values():
-        split.x = [((s - mean) / std).astype(np.float32) for s in split.x]
-    return {"mean": mean.tolist(), "std": std.tolist()}
-
 
 def _build_japanese_vowels(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
     train_x, train_labels = read_ts(files["JapaneseVowels_TRAIN.ts.gz"])
@@ -83,7 +83,7 @@ def _build_japanese_vowels(files: dict[str, Path], p: dict[str, Any]) -> Prepare
         "val": Split([train_x[i] for i in va], y_train[va], va),
         "test": Split(test_x, y_test, -1 - np.arange(len(test_x))),
     }
-    scaler = _standardize(splits)
+    scaler = standardize(splits)
     meta = {"num_classes": len(classes), "input_dim": int(train_x[0].shape[1]), "vocab_size": 0}
     return Prepared(splits, meta, {"labels": classes, "scaler": scaler})
 
@@ -129,17 +129,23 @@ def _build_rotten_tomatoes(files: dict[str, Path], p: dict[str, Any]) -> Prepare
 
 # ---------------------------------------------------------------- time series: sunspots
 
-def make_windows(scaled: np.ndarray, start: int, stop: int, window: int, horizon: int) -> Split:
-    """Windows whose forecast targets lie entirely in [start, stop); inputs may look back."""
+def make_windows(scaled: np.ndarray, start: int, stop: int, window: int, horizon: int,
+                 target: int = 0) -> Split:
+    """Windows of all channels whose forecast targets (channel ``target``) lie entirely in
+    [start, stop); inputs may look back before ``start``."""
     first = max(start, window)
     targets = range(first, stop - horizon + 1)
-    x = [scaled[t - window: t, None].astype(np.float32) for t in targets]
-    y = np.stack([scaled[t: t + horizon] for t in targets]).astype(np.float32) if x else np.zeros((0, horizon))
+    x = [scaled[t - window: t].astype(np.float32) for t in targets]
+    y = (np.stack([scaled[t: t + horizon, target] for t in targets]).astype(np.float32) if x
+         else np.zeros((0, horizon)))
     return Split(x, y, np.array(list(targets), dtype=np.int64))  # ids: first target step
 
 
-def _build_series(name: str, values: np.ndarray, p: dict[str, Any]) -> Prepared:
-    """Chronological train/val/test windows of one series, z-scored with training statistics."""
+def series_splits(name: str, values: np.ndarray, p: dict[str, Any], target: int = 0,
+                  channels: list[str] | None = None) -> Prepared:
+    """Chronological train/val/test windows of a (T,) or (T, C) series, each channel z-scored
+    with training statistics; the forecast is of channel ``target``."""
+    values = values.reshape(len(values), -1)
     window, horizon, season = p["window"], p["horizon"], p.get("season", 1)
     if season > window:
         raise DataError(f"{name}: season={season} must not exceed window={window}")
@@ -147,28 +153,36 @@ def _build_series(name: str, values: np.ndarray, p: dict[str, Any]) -> Prepared:
     train_end = int(n * (1 - p["val_fraction"] - p["test_fraction"]))
     val_end = int(n * (1 - p["test_fraction"]))
     if min(train_end - window, val_end - train_end, n - val_end) < horizon + 1:
+        longest = min(int(n * p["val_fraction"]), int(n * p["test_fraction"])) - 1
         raise DataError(
-            f"{name}: {n} values cannot hold window={window} plus horizon={horizon} in every split"
-        )
-    mean, std = float(values[:train_end].mean()), float(values[:train_end].std())
+            f"{name}: {n} values cannot hold window={window} plus horizon={horizon} in every "
+            f"split (val and test hold {int(n * p['val_fraction'])} and {int(n * p['test_fraction'])}"
+            f" steps); use a horizon below {max(longest, 1)} and a window below {train_end - horizon}")
+    mean, std = values[:train_end].mean(axis=0), values[:train_end].std(axis=0)
+    if std[target] == 0:
+        raise DataError(f"{name}: the target is constant in the training split; nothing to forecast")
+    std = np.where(std == 0, 1.0, std)  # a constant input channel stays 0 after scaling
     scaled = (values - mean) / std
     splits = {
-        "train": make_windows(scaled, 0, train_end, window, horizon),
-        "val": make_windows(scaled, train_end, val_end, window, horizon),
-        "test": make_windows(scaled, val_end, n, window, horizon),
+        "train": make_windows(scaled, 0, train_end, window, horizon, target),
+        "val": make_windows(scaled, train_end, val_end, window, horizon, target),
+        "test": make_windows(scaled, val_end, n, window, horizon, target),
     }
-    meta = {"horizon": horizon, "window": window, "input_dim": 1, "vocab_size": 0,
-            "target_channel": 0, "season": season}
-    return Prepared(splits, meta, {"scaler": {"mean": [mean], "std": [std]}})
+    meta = {"horizon": horizon, "window": window, "input_dim": values.shape[1], "vocab_size": 0,
+            "target_channel": target, "season": season}
+    extras = {"scaler": {"mean": mean.tolist(), "std": std.tolist()}}
+    if channels:
+        extras["channels"] = channels
+    return Prepared(splits, meta, extras)
 
 
 def _build_sunspots(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
     # the solar cycle is ~11 years, so a 12-month seasonal naive means nothing: last value it is
-    return _build_series("sunspots", read_series(files["sunspots.txt.gz"]), {**p, "season": 1})
+    return series_splits("sunspots", read_series(files["sunspots.txt.gz"]), {**p, "season": 1})
 
 
 def _build_electricity(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
-    return _build_series("electricity", read_series(files["taylor.txt.gz"]), p)
+    return series_splits("electricity", read_series(files["taylor.txt.gz"]), p)
 
 
 # ---------------------------------------------------------------- image as a sequence: seq-mnist
@@ -241,23 +255,21 @@ def _build_copy_memory(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
 
 # ---------------------------------------------------------------- text language model
 
-def _build_shakespeare_char(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
-    """Next-character prediction on the plays: contiguous train/val/test stretches of text,
-    cut into windows of ``seq_len`` characters whose targets are the same shifted by one."""
-    path = files["shakespeare_plays.txt.bz2"]
-    try:
-        text = bz2.decompress(path.read_bytes()).decode("utf-8")[: p["max_chars"]]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read as bzip2-compressed UTF-8 text ({exc})") from None
-    n = len(text)
+def language_model_splits(tokens: list[str], p: dict[str, Any], where: str,
+                          tokenizer: dict[str, Any]) -> Prepared:
+    """Next-token prediction on contiguous train/val/test stretches of ``tokens``, cut into
+    windows of ``seq_len`` whose targets are the same shifted by one. The vocabulary comes
+    from the training stretch only; 0 is padding, 1 stands for tokens unseen in training."""
+    n = len(tokens)
     train_end = int(n * (1 - p["val_fraction"] - p["test_fraction"]))
     val_end = int(n * (1 - p["test_fraction"]))
-    counts = Counter(text[:train_end])
-    # 0 is padding (its embedding stays zero), 1 stands for characters unseen in training
-    vocab = ["<pad>", "<unk>", *sorted(counts, key=lambda c: (-counts[c], c))]
-    index = {c: i for i, c in enumerate(vocab)}
-    ids = np.array([index.get(c, 1) for c in text], dtype=np.int64)
     length = p["seq_len"]
+    if min(val_end - train_end, n - val_end) < length + 2:
+        raise DataError(f"{where}: {n} tokens leave fewer than seq_len={length} + 2 for the "
+                        "validation or test stretch; use a longer text or a smaller --seq-len")
+    vocab = build_vocab([tokens[:train_end]], p.get("min_freq", 1), p.get("max_vocab", 1 << 30))
+    index = {c: i for i, c in enumerate(vocab)}
+    ids = np.array([index.get(c, 1) for c in tokens], dtype=np.int64)
 
     def windows(start: int, stop: int) -> Split:
         starts = np.arange(start, stop - length - 1, length)
@@ -268,8 +280,16 @@ def _build_shakespeare_char(files: dict[str, Path], p: dict[str, Any]) -> Prepar
     splits = {"train": windows(0, train_end), "val": windows(train_end, val_end),
               "test": windows(val_end, n)}
     meta = {"num_classes": len(vocab), "input_dim": 0, "vocab_size": len(vocab)}
-    tokenizer = {"level": "char", "max_len": length}
     return Prepared(splits, meta, {"vocab": vocab, "tokenizer": tokenizer})
+
+
+def _build_shakespeare_char(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    path = files["shakespeare_plays.txt.bz2"]
+    try:
+        text = bz2.decompress(path.read_bytes()).decode("utf-8")[: p["max_chars"]]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read as bzip2-compressed UTF-8 text ({exc})") from None
+    return language_model_splits(list(text), p, str(path), {"level": "char", "max_len": p["seq_len"]})
 
 
 # sequence length T and split sizes of the generated long-range memory tasks (CPU scale)
@@ -336,6 +356,17 @@ DATASETS: dict[str, DatasetSpec] = {
             defaults=dict(_GENERATED_DEFAULTS),
         ),
         DatasetSpec(
+            name="spoken-digits", modality="synthetic speech", task="classification",
+            description="synthetic speech: zero-nine by 98 espeak-ng voices, log-mel frames, "
+                        "voice-disjoint splits (needs espeak-ng)",
+            folder="", files=(),
+            build=build_spoken_digits,
+            defaults={"takes": 3, "seed": 17, "sample_rate": 16000, "features": "logmel",
+                      "n_mels": 40, "n_mfcc": 20, "max_frames": 200, "on_long": "truncate",
+                      "val_fraction": 0.1, "test_fraction": 0.2},
+            versions=lambda: {"espeak-ng": espeak_version()},
+        ),
+        DatasetSpec(
             name="shakespeare-char", modality="text", task="language-model",
             description="character language model on 42 plays (public domain), bits per character",
             folder="shakespeare",
@@ -348,13 +379,37 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
-def get_dataset(name: str) -> DatasetSpec:
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-    return DATASETS[name]
+def available(data_root: Path | None = None) -> dict[str, DatasetSpec]:
+    """The built-in datasets, plus the user's registered ones when ``data_root`` is given."""
+    if data_root is None:
+        return dict(DATASETS)
+    from datamodules.userdata import user_specs
+
+    return {**DATASETS, **user_specs(data_root)}
+
+
+def get_dataset(name: str, data_root: Path | None = None) -> DatasetSpec:
+    specs = available(data_root)
+    if name not in specs:
+        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(specs)} (or register your "
+                        "own with `rnnbench prepare --from PATH --kind KIND --name NAME`)")
+    return specs[name]
+
+
+def check_ready(names: list[str], data_root: Path | None = None) -> dict[str, DatasetSpec]:
+    """Every name known and every outside tool installed, before any work starts."""
+    specs = {name: get_dataset(name, data_root) for name in names}
+    for spec in specs.values():
+        if spec.versions:
+            spec.versions()
+    return specs
 
 
 def source_files(spec: DatasetSpec, source_dir: Path | None = None) -> dict[str, Path]:
+    if spec.source is not None:
+        if not spec.source.exists():
+            raise DataError(f"dataset {spec.name!r}: its source {spec.source} is gone")
+        return {spec.source.name: spec.source}
     if not spec.files:  # generated from its parameters alone
         return {}
     folder = Path(source_dir) if source_dir else VENDORED / spec.folder
@@ -367,32 +422,49 @@ def source_files(spec: DatasetSpec, source_dir: Path | None = None) -> dict[str,
     return files
 
 
+def source_checksum(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (relative names and contents, sorted)."""
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(sha256_file(file).encode())
+    return digest.hexdigest()
+
+
 def artifact_location(name: str, data_root: Path, params: dict | None = None,
-                      source_dir: Path | None = None) -> tuple[Path, dict]:
+                      source_dir: Path | None = None,
+                      spec: DatasetSpec | None = None) -> tuple[Path, dict]:
     """Where the artifact for these inputs lives (cheap: checksums only), and its manifest base."""
-    spec = get_dataset(name)
+    spec = spec or get_dataset(name, data_root)
     p = spec.params(params)
+    if spec.snapshot is not None and p == spec.defaults and (spec.snapshot / MANIFEST).is_file():
+        return spec.snapshot, read_manifest(spec.snapshot)  # registered: the source may have moved on
+    tools = spec.versions() if spec.versions else {}
     files = source_files(spec, source_dir)
-    checksums = {fname: sha256_file(path) for fname, path in files.items()}
-    key = cache_key(name, checksums, p)
+    checksums = {fname: source_checksum(path) for fname, path in files.items()}
+    key = cache_key(name, {**checksums, **tools}, p)
     base = {"dataset": name, "modality": spec.modality, "task": spec.task, "params": p,
             "sources": {f: {"sha256": c, "path": str(files[f])} for f, c in checksums.items()},
-            "cache_key": key, "python": platform.python_version()}
+            "tools": tools, "cache_key": key, "python": platform.python_version()}
     return Path(data_root) / name / key, base
 
 
 def prepare(name: str, data_root: Path, params: dict | None = None,
-            source_dir: Path | None = None) -> tuple[Path, dict, bool]:
+            source_dir: Path | None = None,
+            spec: DatasetSpec | None = None) -> tuple[Path, dict, bool]:
     """Prepare ``name`` into ``data_root``; returns (artifact dir, manifest, reused)."""
-    target, base = artifact_location(name, data_root, params, source_dir)
+    spec = spec or get_dataset(name, data_root)
+    target, base = artifact_location(name, data_root, params, source_dir, spec)
     if (target / MANIFEST).is_file():
         return target, read_manifest(target), True
-    spec = get_dataset(name)
     files = source_files(spec, source_dir)
     prepared = spec.build(files, base["params"])
     for split_name, split in prepared.splits.items():
         if len(split.x) == 0:
-            raise DataError(f"dataset {name!r}: the {split_name} split is empty")
+            raise DataError(f"dataset {name!r}: the {split_name} split is empty; "
+                            "the data is too small for the split fractions")
     manifest = write_artifact(target, prepared, base)
     return target, manifest, False
 
@@ -444,8 +516,8 @@ def baseline_scores(artifact_dir: Path) -> dict[str, float]:
         constant = load_split(artifact_dir, "train").y.mean(axis=0)
         err = test.y - constant
         return {"test/mse": float((err ** 2).mean()), "test/mae": float(np.abs(err).mean())}
-    std = read_extra(artifact_dir, "scaler")["std"][0]
     ch, season, horizon = manifest.get("target_channel", 0), manifest.get("season", 1), manifest["horizon"]
+    std = read_extra(artifact_dir, "scaler")["std"][ch]
     # (seasonal) naive: the value one season before each target step, repeated past a season
     steps = np.arange(horizon) % season - season
     naive = np.stack([s[steps, ch] for s in test.x])

@@ -99,3 +99,54 @@ _TOKEN = re.compile(TOKEN_PATTERN)
 def tokenize(text: str) -> list[str]:
     """Lower-cased words (with contractions) and the punctuation that carries sentiment."""
     return _TOKEN.findall(text.lower())
+
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl")
+
+
+def decode_text(path: Path, encoding: str = "utf-8") -> str:
+    """The whole file as text; a byte that is not ``encoding`` is named by line and offset."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty")
+    try:
+        return raw.decode(encoding)
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: byte 0x{raw[exc.start]:02x} at offset {exc.start} is not "
+                        f"valid {encoding}; re-save the file as UTF-8 or pass --encoding "
+                        "(e.g. latin-1)") from None
+
+
+def read_table(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
+    """A CSV, JSON Lines or Parquet file as a DataFrame; empty or unreadable files are named."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(f"{path}: expected a {', '.join(TABLE_SUFFIXES)} file")
+    try:
+        if suffix == ".parquet":
+            if not path.is_file():
+                raise DataError(f"file not found: {path}")
+            frame = pd.read_parquet(path)
+        else:
+            text = io.StringIO(decode_text(path, encoding))
+            frame = pd.read_csv(text) if suffix == ".csv" else pd.read_json(text, lines=True)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, ValueError, OSError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{path}: cannot read as {suffix[1:]} ({str(exc).strip()})") from None
+    if frame.empty:
+        raise DataError(f"{path}: no rows")
+    return frame
+
+
+def require_columns(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; the file has {list(frame.columns)}")

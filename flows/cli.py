@@ -53,20 +53,23 @@ def _setup(tracking_uri=None, experiment=None, ray_address=None) -> Settings:
     return settings
 
 
-def _validated(preset: str, datasets: Optional[list[str]], variants: Optional[list[str]]):
-    from datamodules.catalog import get_dataset
+def _validated(settings: Settings, preset: str, datasets: Optional[list[str]],
+               variants: Optional[list[str]]):
+    from datamodules.catalog import available, check_ready
     from datamodules.loaders import DataError
-    from flows.presets import PresetError, load_preset, plan, select
+    from flows.presets import PresetError, check_resources, load_preset, plan, select
     from modules.registry import VariantError, resolve_variant
 
     try:
-        p = load_preset(preset)
-        ds, vs = select(p, datasets, variants)
-        for d in ds:
-            get_dataset(d).params(p.dataset_params.get(d))
+        specs = available(settings.data_root)
+        p = load_preset(preset, specs)
+        check_resources(p, settings.ray_address)
+        ds, vs = select(p, datasets, variants, specs)
+        for d, spec in check_ready(ds, settings.data_root).items():
+            spec.params(p.dataset_params.get(d))
         for v in vs:
             resolve_variant(v, p.custom_variants)
-        plan(ds, vs)
+        plan(ds, vs, specs)
     except (PresetError, DataError, VariantError) as exc:
         _fail(str(exc))
     return p, ds, vs
@@ -81,13 +84,14 @@ def _ui_commands(settings: Settings) -> list[str]:
 
 
 def _print_results(result: dict, settings: Settings) -> None:
-    from datamodules.catalog import DATASETS
+    from datamodules.catalog import available
     from flows.leaderboard import to_rich
 
     console = _console()
     console.print()
+    specs = available(settings.data_root)
     for dataset, board in result["boards"].items():
-        console.print(to_rich(dataset, board, DATASETS[dataset].modality))
+        console.print(to_rich(dataset, board, specs[dataset].modality))
         winner = board.iloc[0]
         if not str(winner["variant"]).startswith("("):
             console.print(f"  best {winner['variant']}: {winner['best hyperparameters']}", soft_wrap=True)
@@ -158,7 +162,7 @@ def run(
 ) -> None:
     """Run the benchmark flow: prepare datasets, sweep every variant, print leaderboards."""
     settings = _setup(tracking_uri, experiment, ray_address)
-    p, ds, vs = _validated(preset, _split(datasets), _split(variants))
+    p, ds, vs = _validated(settings, preset, _split(datasets), _split(variants))
     b = p.budget
     _console().print(f"rnnbench [bold]{p.name}[/]: {len(ds)} dataset(s) x {len(vs)} variant(s), "
                      f"{b.num_samples} trials of at most {b.max_epochs} epochs each; state in {settings.home}")
@@ -180,7 +184,7 @@ def sweep(
 ) -> None:
     """Run one sweep (one dataset, one variant)."""
     settings = _setup(tracking_uri, experiment, ray_address)
-    _validated(preset, [dataset], [variant])
+    _validated(settings, preset, [dataset], [variant])
     from flows.pipeline import sweep as sweep_flow
 
     _run_flow(sweep_flow, settings, dataset=dataset, variant=variant, preset=preset,
@@ -188,36 +192,118 @@ def sweep(
               ray_address=settings.ray_address, show_progress=True)
 
 
-@app.command()
-def prepare(
-    names: Optional[list[str]] = typer.Argument(None, help="dataset names"),
-    all_: bool = typer.Option(False, "--all", help="prepare every built-in dataset"),
-) -> None:
-    """Prepare datasets into the local state folder (reused when inputs are unchanged)."""
-    from datamodules.catalog import DATASETS
-
-    settings = _setup()
-    chosen = list(DATASETS) if all_ else list(names or [])
-    if not chosen:
-        _fail(f"name at least one dataset or pass --all; valid: {', '.join(DATASETS)}")
-    for name in chosen:
-        if name not in DATASETS:
-            _fail(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-    from datamodules.loaders import DataError
-    from flows.pipeline import prepare_dataset
-
-    start_prefect_api()
-    try:
-        results = prepare_dataset(chosen)
-    except DataError as exc:
-        _fail(str(exc))
+def _print_prepared(results: dict[str, dict]) -> None:
     console = _console()
     for name, result in results.items():
         m = result["manifest"]
         counts = ", ".join(f"{s} {v['n']}" for s, v in m["splits"].items())
         state = "reused" if result["reused"] else "prepared"
         console.print(f"[green]✓[/] {name:<16} {state}: {counts}; hash {m['content_hash'][:12]}  "
-                      f"{result['artifact_dir']}")
+                      f"{result['artifact_dir']}", highlight=False)
+        for warning in m.get("warnings", []):
+            console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
+
+
+@app.command()
+def prepare(
+    names: Optional[list[str]] = typer.Argument(None, help="dataset names (built-in or registered)"),
+    all_: bool = typer.Option(False, "--all", help="prepare every built-in dataset"),
+    from_: Optional[Path] = typer.Option(None, "--from", help="your own file or folder to register",
+                                         rich_help_panel="Your own data"),
+    kind: Optional[str] = typer.Option(None, help="timeseries | text | audio | sequences",
+                                       rich_help_panel="Your own data"),
+    name: Optional[str] = typer.Option(None, help="the name to register it under",
+                                       rich_help_panel="Your own data"),
+    target: Optional[str] = typer.Option(None, help="timeseries: the column to forecast",
+                                         rich_help_panel="Format options"),
+    time_column: Optional[str] = typer.Option(None, help="timeseries: column to sort rows by",
+                                              rich_help_panel="Format options"),
+    window: Optional[int] = typer.Option(None, help="timeseries: input steps (48)",
+                                         rich_help_panel="Format options"),
+    horizon: Optional[int] = typer.Option(None, help="timeseries: steps to forecast (12)",
+                                          rich_help_panel="Format options"),
+    season: Optional[int] = typer.Option(None, help="timeseries: seasonal-naive lag (1)",
+                                         rich_help_panel="Format options"),
+    on_missing: Optional[str] = typer.Option(None, help="timeseries: error | interpolate",
+                                             rich_help_panel="Format options"),
+    text_column: Optional[str] = typer.Option(None, help="text: column of text (text)",
+                                              rich_help_panel="Format options"),
+    label_column: Optional[str] = typer.Option(None, help="text: column of labels (label)",
+                                               rich_help_panel="Format options"),
+    level: Optional[str] = typer.Option(None, help=".txt language model: char | word",
+                                        rich_help_panel="Format options"),
+    seq_len: Optional[int] = typer.Option(None, help=".txt language model: window (128)",
+                                          rich_help_panel="Format options"),
+    encoding: Optional[str] = typer.Option(None, help="text: file encoding (utf-8)",
+                                           rich_help_panel="Format options"),
+    max_len: Optional[int] = typer.Option(None, help="text/sequences: longest kept sequence",
+                                          rich_help_panel="Format options"),
+    max_frames: Optional[int] = typer.Option(None, help="audio: longest kept clip, 10 ms frames",
+                                             rich_help_panel="Format options"),
+    on_long: Optional[str] = typer.Option(None, help="longer sequences: truncate | error",
+                                          rich_help_panel="Format options"),
+    features: Optional[str] = typer.Option(None, help="audio: logmel | mfcc",
+                                           rich_help_panel="Format options"),
+    sample_rate: Optional[int] = typer.Option(None, help="audio: resample to this rate (16000)",
+                                              rich_help_panel="Format options"),
+    group_pattern: Optional[str] = typer.Option(
+        None, help="audio: regex whose first group in a file name is the speaker, kept in one split",
+        rich_help_panel="Format options"),
+    task: Optional[str] = typer.Option(None, help="sequences: auto | classification | regression",
+                                       rich_help_panel="Format options"),
+) -> None:
+    """Prepare datasets into the local state folder (reused when inputs are unchanged), or
+    register your own with --from PATH --kind KIND --name NAME."""
+    from datamodules.catalog import DATASETS, available
+    from datamodules.loaders import DataError
+
+    settings = _setup()
+    options = {k: v for k, v in dict(
+        target=target, time_column=time_column, window=window, horizon=horizon, season=season,
+        on_missing=on_missing, text_column=text_column, label_column=label_column, level=level,
+        seq_len=seq_len, encoding=encoding, max_len=max_len, max_frames=max_frames,
+        on_long=on_long, features=features, sample_rate=sample_rate, group_pattern=group_pattern,
+        task=task).items() if v is not None}
+    if from_ is not None:
+        if names or all_:
+            _fail("--from registers one dataset; leave out dataset names and --all")
+        if not kind or not name:
+            _fail("--from needs --kind (timeseries, text, audio or sequences) and --name")
+        from datamodules.userdata import make_spec
+        from flows.pipeline import import_dataset
+
+        try:
+            make_spec(name, kind, from_, options)  # every option checked before any work
+        except DataError as exc:
+            _fail(str(exc))
+        start_prefect_api()
+        try:
+            results = import_dataset(str(from_), kind, name, options)
+        except DataError as exc:
+            _fail(str(exc))
+        _print_prepared(results)
+        _console().print(f"Registered [bold]{name}[/]; use it with "
+                         f"[bold]rnnbench run --datasets {name}[/]", highlight=False)
+        return
+    if kind or name or options:
+        _fail("--kind, --name and format options go with --from PATH")
+    specs = available(settings.data_root)
+    chosen = list(DATASETS) if all_ else list(names or [])
+    if not chosen:
+        _fail(f"name at least one dataset or pass --all; valid: {', '.join(specs)}")
+    from datamodules.catalog import check_ready
+    from flows.pipeline import prepare_dataset
+
+    try:
+        check_ready(chosen, settings.data_root)
+    except DataError as exc:
+        _fail(str(exc))
+    start_prefect_api()
+    try:
+        results = prepare_dataset(chosen)
+    except DataError as exc:
+        _fail(str(exc))
+    _print_prepared(results)
 
 
 @app.command("list")
@@ -225,24 +311,30 @@ def list_() -> None:
     """The datasets, variants and presets rnnbench knows."""
     from rich.table import Table
 
-    from datamodules.catalog import DATASETS
+    from datamodules.catalog import DATASETS, available
     from flows.presets import available_presets, load_preset
     from modules.registry import VARIANTS
 
+    settings = _setup()
     console = _console()
-    table = Table(title="datasets", title_justify="left")
-    for col in ("name", "modality", "task", "description", "parameters"):
-        table.add_column(col)
-    for spec in DATASETS.values():
-        params = " ".join(f"{k}={v}" for k, v in spec.defaults.items())
-        table.add_row(spec.name, spec.modality, spec.task, spec.description, params)
-    console.print(table)
+    specs = available(settings.data_root)
+    for title, group in (("datasets", DATASETS),
+                         ("your datasets", {k: v for k, v in specs.items() if k not in DATASETS})):
+        if not group:
+            continue
+        table = Table(title=title, title_justify="left")
+        for col in ("name", "modality", "task", "description", "parameters"):
+            table.add_column(col)
+        for spec in group.values():
+            params = " ".join(f"{k}={v}" for k, v in spec.defaults.items())
+            table.add_row(spec.name, spec.modality, spec.task, spec.description, params)
+        console.print(table)
     console.print("variants: " + " ".join(VARIANTS))
     presets = Table(title="presets", title_justify="left")
     presets.add_column("name")
     presets.add_column("description")
     for name in available_presets():
-        presets.add_row(name, load_preset(name).description)
+        presets.add_row(name, load_preset(name, specs).description)
     console.print(presets)
 
 

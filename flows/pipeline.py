@@ -15,9 +15,9 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from datamodules import catalog
+from datamodules import catalog, userdata
 from flows import leaderboard, progress, tracking
-from flows.presets import Preset, load_preset, plan, select
+from flows.presets import Preset, check_resources, load_preset, plan, select
 from flows.settings import Settings, load_settings
 from flows.sweep import SweepRequest, run_sweep, stop_ray
 
@@ -46,19 +46,42 @@ def _manifest_markdown(manifest: dict, artifact_dir: str) -> str:
             f"| split | sequences | length | mean length |\n|---|---|---|---|\n{rows}\n")
 
 
+def _publish_manifest(name: str, result: dict) -> None:
+    create_markdown_artifact(_manifest_markdown(result["manifest"], result["artifact_dir"]),
+                             key=f"dataset-{name}", description=f"prepared {name}")
+
+
 @flow(name="prepare_dataset")
 def prepare_dataset(datasets: list[str], home: Optional[str] = None) -> dict[str, dict]:
-    """Prepare built-in datasets into the local state folder (reused when inputs are unchanged)."""
-    for name in datasets:
-        catalog.get_dataset(name)  # every name checked before any work
+    """Prepare built-in or registered datasets into the state folder (reused when unchanged)."""
     settings = load_settings(home=home)
+    catalog.check_ready(datasets, settings.data_root)
     out = {}
     for name in datasets:
         result = prepare_task(name, str(settings.data_root))
-        create_markdown_artifact(_manifest_markdown(result["manifest"], result["artifact_dir"]),
-                                 key=f"dataset-{name}", description=f"prepared {name}")
+        _publish_manifest(name, result)
         out[name] = result
     return out
+
+
+@task(name="import", retries=0, cache_policy=NO_CACHE)
+def import_task(name: str, kind: str, source: str, options: dict, data_root: str) -> dict:
+    """Read, check, split and featurize the user's file or folder; register it on success."""
+    artifact_dir, manifest, reused = userdata.register(name, kind, Path(source), options,
+                                                       Path(data_root))
+    return {"artifact_dir": str(artifact_dir), "manifest": manifest, "reused": reused}
+
+
+@flow(name="import_dataset")
+def import_dataset(source: str, kind: str, name: str, options: Optional[dict[str, Any]] = None,
+                   home: Optional[str] = None) -> dict[str, dict]:
+    """Register your own data (timeseries, text, audio or sequences) under ``name``; afterwards
+    the benchmark and sweep flows take it by that name like a built-in dataset."""
+    settings = load_settings(home=home)
+    userdata.make_spec(name, kind, Path(source), options)  # options checked before any work
+    result = import_task(name, kind, source, options or {}, str(settings.data_root))
+    _publish_manifest(name, result)
+    return {name: result}
 
 
 def _run_key(preset: Preset, datasets: list[str], variants: list[str], settings: Settings,
@@ -101,7 +124,8 @@ def _run(settings: Settings, preset: Preset, datasets: list[str], variants: list
                                           variants, role)
     status = "FAILED"
     summaries: list[dict] = []
-    pairs, skipped = plan(datasets, variants)
+    specs = catalog.available(settings.data_root)
+    pairs, skipped = plan(datasets, variants, specs)
     if skipped:
         tracking.set_tags(uri, run_id, {"rnnbench.skipped": "; ".join(skipped)[:4000]})
     try:
@@ -152,9 +176,12 @@ def benchmark(preset: str = "quick", datasets: Optional[list[str]] = None,
               tracking_uri: Optional[str] = None, ray_address: Optional[str] = None,
               show_progress: bool = False) -> dict[str, Any]:
     """Prepare each dataset, sweep each variant with Ray Tune, and build the leaderboards."""
-    p = load_preset(preset)
-    ds, vs = select(p, datasets, variants)
     settings = load_settings(tracking_uri, experiment, ray_address)
+    specs = catalog.available(settings.data_root)
+    p = load_preset(preset, specs)
+    ds, vs = select(p, datasets, variants, specs)
+    catalog.check_ready(ds, settings.data_root)
+    check_resources(p, settings.ray_address)
     return _run(settings, p, ds, vs, "benchmark", show_progress)
 
 
@@ -163,7 +190,10 @@ def sweep(dataset: str, variant: str, preset: str = "quick", experiment: Optiona
           tracking_uri: Optional[str] = None, ray_address: Optional[str] = None,
           show_progress: bool = False) -> dict[str, Any]:
     """One Ray Tune sweep (one dataset, one variant), recorded under its own parent run."""
-    p = load_preset(preset)
-    ds, vs = select(p, [dataset], [variant])
     settings = load_settings(tracking_uri, experiment, ray_address)
+    specs = catalog.available(settings.data_root)
+    p = load_preset(preset, specs)
+    ds, vs = select(p, [dataset], [variant], specs)
+    catalog.check_ready(ds, settings.data_root)
+    check_resources(p, settings.ray_address)
     return _run(settings, p, ds, vs, "benchmark", show_progress)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datamodules.catalog import DATASETS
+from datamodules.catalog import DATASETS, DatasetSpec
 from modules.registry import VARIANTS
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -89,8 +89,9 @@ def _check_sampler(where: str, key: str, value: Any) -> None:
             raise PresetError(f"{where}.{key}: must be positive, got {bad[0]}")
 
 
-def load_preset(name_or_path: str) -> Preset:
-    """A shipped preset by name, or a TOML file by path; every problem named before any work."""
+def load_preset(name_or_path: str, specs: dict[str, DatasetSpec] | None = None) -> Preset:
+    """A shipped preset by name, or a TOML file by path; every problem named before any work.
+    ``specs``: the datasets it may name (default: the built-in ones)."""
     path = Path(name_or_path)
     if not path.suffix:
         path = PRESET_DIR / f"{name_or_path}.toml"
@@ -129,7 +130,7 @@ def load_preset(name_or_path: str) -> Preset:
         for owner, sub in table.items():
             for key, value in sub.items():
                 _check_sampler(f"{path.name}: {group}.{owner}", key, value)
-    select(preset, preset.datasets, preset.variants)
+    select(preset, preset.datasets, preset.variants, specs)
     return preset
 
 
@@ -142,21 +143,22 @@ def _check_names(kind: str, names: list[str], valid: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def select(preset: Preset, datasets: list[str] | None = None,
-           variants: list[str] | None = None) -> tuple[list[str], list[str]]:
+def select(preset: Preset, datasets: list[str] | None = None, variants: list[str] | None = None,
+           specs: dict[str, DatasetSpec] | None = None) -> tuple[list[str], list[str]]:
     """The datasets and variants to run, checked against the registries."""
-    ds = _check_names("dataset", list(datasets or preset.datasets), list(DATASETS))
+    ds = _check_names("dataset", list(datasets or preset.datasets), list(specs or DATASETS))
     vs = _check_names("variant", list(variants or preset.variants), preset.all_variants)
     return ds, vs
 
 
-def plan(datasets: list[str], variants: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+def plan(datasets: list[str], variants: list[str], specs: dict[str, DatasetSpec] | None = None
+         ) -> tuple[list[tuple[str, str]], list[str]]:
     """The (dataset, variant) pairs to sweep, and why any asked-for pair is left out."""
     from modules.registry import incompatibility
 
     pairs, skipped = [], []
     for dataset in datasets:
-        task = DATASETS[dataset].task
+        task = (specs or DATASETS)[dataset].task
         for variant in variants:
             reason = incompatibility(variant, task)
             if reason:
@@ -167,6 +169,19 @@ def plan(datasets: list[str], variants: list[str]) -> tuple[list[tuple[str, str]
             raise PresetError(f"no selected variant can train on {dataset!r} ({task}); "
                               "choose from rnn, lstm, gru, transformer")
     return pairs, skipped
+
+
+def check_resources(preset: Preset, ray_address: str | None) -> None:
+    """A preset that needs GPUs is refused up front on a machine without one (Ray would wait
+    for them forever); on a cluster (``ray_address``) Ray knows its own resources."""
+    if preset.budget.gpus_per_trial > 0 and not ray_address:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PresetError(
+                f"preset {preset.name!r} asks for gpus_per_trial={preset.budget.gpus_per_trial} "
+                "but this machine has no GPU; run it on a GPU machine or a Ray cluster "
+                "(--ray-address), or copy it with gpus_per_trial = 0")
 
 
 def search_space(space: dict[str, Any]) -> dict[str, Any]:

@@ -136,7 +136,7 @@ def test_collate_keeps_token_ids_as_integers():
 
 
 def test_unknown_dataset_names_the_valid_ones():
-    with pytest.raises(DataError, match="unknown dataset 'mnist'; valid: japanese-vowels, rotten-tomatoes, sunspots, electricity, seq-mnist, adding, copy-memory, shakespeare-char"):
+    with pytest.raises(DataError, match="unknown dataset 'mnist'; valid: japanese-vowels, rotten-tomatoes, sunspots, electricity, seq-mnist, adding, copy-memory, spoken-digits, shakespeare-char"):
         get_dataset("mnist")
 
 

@@ -1,0 +1,380 @@
+"""The user's own datasets: how each kind of file is read and checked, and the registry
+(``<data_root>/registry.json``) that makes a registered name usable like a built-in one.
+
+A registered dataset is a snapshot: its artifact stays usable when the source file later
+changes, breaks or disappears; registering the same name again replaces it only on success.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from datamodules import catalog
+from datamodules.artifact import MANIFEST, Prepared, Split, read_manifest
+from datamodules.audio import AUDIO_EXTENSIONS, build_audio
+from datamodules.loaders import DataError, decode_text, read_table, require_columns, tokenize
+from datamodules.splits import check_classes, labelled_splits, standardize, stratified_indices
+
+log = logging.getLogger("rnnbench.data")
+
+REGISTRY = "registry.json"
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+KINDS = ("timeseries", "text", "audio", "sequences")
+_SPLIT = {"val_fraction": 0.1, "test_fraction": 0.2, "seed": 17}
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "timeseries": {"target": "", "time_column": "", "window": 48, "horizon": 12, "season": 1,
+                   "val_fraction": 0.15, "test_fraction": 0.15, "on_missing": "error"},
+    "text": {"text_column": "text", "label_column": "label", "max_len": 64, "on_long": "truncate",
+             "max_vocab": 20000, "min_freq": 2, "encoding": "utf-8", **_SPLIT},
+    "text-lm": {"level": "char", "seq_len": 128, "max_vocab": 20000, "min_freq": 1,
+                "encoding": "utf-8", "val_fraction": 0.05, "test_fraction": 0.05},
+    "audio": {"sample_rate": 16000, "features": "logmel", "n_mels": 40, "n_mfcc": 20,
+              "max_frames": 1000, "on_long": "truncate", "group_pattern": "", **_SPLIT},
+    "sequences": {"task": "auto", "max_len": 1000, "on_long": "truncate", **_SPLIT},
+}
+CHOICES = {"on_missing": ("error", "interpolate"), "on_long": ("truncate", "error"),
+           "level": ("char", "word"), "task": ("auto", "classification", "regression"),
+           "features": ("logmel", "mfcc")}
+# word-level language models: lower-cased words and every punctuation mark as its own token
+WORD_PATTERN = r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]"
+
+
+def _option(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _check_choices(p: dict[str, Any]) -> None:
+    for key, valid in CHOICES.items():
+        if key in p and p[key] not in valid:
+            raise DataError(f"{_option(key)} must be one of {', '.join(valid)}; got {p[key]!r}")
+    for key in ("val_fraction", "test_fraction"):
+        if key in p and not 0 < p[key] < 0.5:
+            raise DataError(f"{_option(key)} must be between 0 and 0.5, got {p[key]}")
+
+
+def _too_long(n: int, p: dict[str, Any], limit_key: str, where: str, truncated: list[str]) -> bool:
+    """True when an example must be cut to ``p[limit_key]``; raises when on_long=error."""
+    if n <= p[limit_key]:
+        return False
+    if p["on_long"] == "error":
+        raise DataError(f"{where}: length {n} exceeds {_option(limit_key)} {p[limit_key]} "
+                        "(pass --on-long truncate to cut it)")
+    truncated.append(where)
+    return True
+
+
+def _truncation_warning(truncated: list[str], limit: int) -> list[str]:
+    if not truncated:
+        return []
+    message = (f"{len(truncated)} example(s) longer than {limit} were truncated "
+               f"(first: {truncated[0]})")
+    log.warning(message)
+    return [message]
+
+
+# ---------------------------------------------------------------- time series
+
+def build_timeseries(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    """A CSV/Parquet with an optional time column and numeric value columns; forecast ``target``."""
+    (path,) = files.values()
+    frame = read_table(path)
+    if not p["target"]:
+        raise DataError(f"{path}: name the column to forecast with --target; columns are "
+                        f"{list(frame.columns)}")
+    require_columns(frame, [p["target"]] + ([p["time_column"]] if p["time_column"] else []), path)
+    if p["time_column"]:
+        times = pd.to_datetime(frame[p["time_column"]], errors="coerce")
+        if times.isna().any():
+            row = int(np.flatnonzero(times.isna())[0])
+            raise DataError(f"{path}: row {row + 2}, column {p['time_column']!r}: "
+                            f"{frame[p['time_column']].iloc[row]!r} is not a date/time")
+        dup = times.duplicated()
+        if dup.any():
+            row = int(np.flatnonzero(dup)[0])
+            raise DataError(f"{path}: row {row + 2}: time {times.iloc[row]} appears twice")
+        frame = frame.iloc[np.argsort(times.to_numpy(), kind="stable")].drop(columns=p["time_column"])
+    columns = [str(c) for c in frame.columns]
+    values = np.empty((len(frame), len(columns)), dtype=np.float64)
+    for j, col in enumerate(frame.columns):
+        numeric = pd.to_numeric(frame[col], errors="coerce")
+        bad = numeric.isna() & frame[col].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            hint = ""
+            if not p["time_column"] and pd.to_datetime(frame[col], errors="coerce").notna().all():
+                hint = f"; it holds dates: pass --time-column {col}"
+            raise DataError(f"{path}: row {frame.index[row] + 2}, column {col!r}: "
+                            f"{frame[col].iloc[row]!r} is not a number{hint}")
+        values[:, j] = numeric.to_numpy(np.float64)
+    missing = ~np.isfinite(values)
+    if missing.any():
+        row, col = (int(i) for i in np.argwhere(missing)[0])
+        what = f"{int(missing.sum())} missing, NaN or infinite value(s)"
+        if p["on_missing"] == "error":
+            raise DataError(f"{path}: {what}, first at row {frame.index[row] + 2}, column "
+                            f"{columns[col]!r}; pass --on-missing interpolate to fill them linearly")
+        filled = pd.DataFrame(np.where(missing, np.nan, values)).interpolate(
+            method="linear", limit_direction="both")
+        values = filled.to_numpy(np.float64)
+        if not np.isfinite(values).all():
+            raise DataError(f"{path}: a column has no finite values to interpolate from")
+        prepared = catalog.series_splits(str(path), values, p, columns.index(p["target"]), columns)
+        prepared.warnings.append(f"{what} filled by linear interpolation")
+        return prepared
+    return catalog.series_splits(str(path), values, p, columns.index(p["target"]), columns)
+
+
+# ---------------------------------------------------------------- text
+
+def build_text_classification(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    """A CSV or JSON Lines file with a text column and a label column; word tokens."""
+    (path,) = files.values()
+    frame = read_table(path, p["encoding"])
+    require_columns(frame, [p["text_column"], p["label_column"]], path)
+    for col in (p["text_column"], p["label_column"]):
+        empty = frame[col].isna() | (frame[col].astype(str).str.strip() == "")
+        if empty.any():
+            row = int(np.flatnonzero(empty.to_numpy())[0])
+            raise DataError(f"{path}: row {row + 2}: column {col!r} is empty")
+    labels = frame[p["label_column"]].astype(str).tolist()
+    check_classes(labels, str(path))
+    tokens, truncated = [], []
+    for row, text in enumerate(frame[p["text_column"]].astype(str)):
+        toks = tokenize(text)
+        if _too_long(len(toks), p, "max_len", f"{path}: row {row + 2}", truncated):
+            toks = toks[: p["max_len"]]
+        tokens.append(toks)
+    splits, classes = labelled_splits(tokens, labels, p, where=str(path))
+    vocab = catalog.build_vocab(splits["train"].x, p["min_freq"], p["max_vocab"])
+    index = {t: i for i, t in enumerate(vocab)}
+    for split in splits.values():
+        split.x = [catalog.encode(toks, index, p["max_len"]) for toks in split.x]
+    meta = {"num_classes": len(classes), "input_dim": 0, "vocab_size": len(vocab)}
+    tokenizer = {"pattern": catalog.TOKEN_PATTERN, "lowercase": True, "max_len": p["max_len"]}
+    return Prepared(splits, meta, {"labels": classes, "vocab": vocab, "tokenizer": tokenizer},
+                    warnings=_truncation_warning(truncated, p["max_len"]))
+
+
+def build_text_lm(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    """A plain .txt file: a character- or word-level language model on contiguous stretches."""
+    (path,) = files.values()
+    text = decode_text(path, p["encoding"])
+    tokens = list(text) if p["level"] == "char" else re.findall(WORD_PATTERN, text.lower())
+    return catalog.language_model_splits(tokens, p, str(path), {
+        "level": p["level"], "max_len": p["seq_len"],
+        **({"pattern": WORD_PATTERN, "lowercase": True} if p["level"] == "word" else {})})
+
+
+# ---------------------------------------------------------------- generic sequences
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise DataError(f"{path}: cannot read as .npz ({exc})") from None
+    # X as a list of (T_i, F) arrays is an object array, which only pickle can store
+    with np.load(path, allow_pickle=True) as npz:
+        data = {key: npz[key] for key in npz.files}
+    for key, arr in data.items():
+        if arr.dtype == object and not all(isinstance(a, np.ndarray) and a.dtype != object for a in arr):
+            raise DataError(f"{path}: {key} holds Python objects other than numeric arrays")
+    return data
+
+
+def sequence_task(path: Path) -> str:
+    """classification for integer, boolean or string labels; regression for float targets."""
+    y = _load_npz(path).get("y")
+    if y is None:
+        raise DataError(f"{path}: no 'y' array")
+    return "regression" if y.dtype.kind == "f" else "classification"
+
+
+def build_sequences(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    """An .npz with X as (N, T, F) [+ lengths] or a list of (T_i, F) arrays, and y (N,) or (N, k)."""
+    (path,) = files.values()
+    try:
+        data = _load_npz(path)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read as .npz ({exc})") from None
+    missing = [k for k in ("X", "y") if k not in data]
+    if missing:
+        raise DataError(f"{path}: missing array(s) {missing}; the file has {sorted(data)} "
+                        "(expected X, y and optionally lengths)")
+    X, y = data["X"], data["y"]
+    if X.dtype == object:
+        seqs = [np.asarray(s) for s in X]
+    elif X.ndim in (2, 3):
+        seqs = list(X)
+    else:
+        raise DataError(f"{path}: X has shape {X.shape}; expected (N, T, F), (N, T) or a list of (T_i, F)")
+    if len(seqs) == 0:
+        raise DataError(f"{path}: X holds no sequences")
+    if len(y) != len(seqs):
+        raise DataError(f"{path}: X holds {len(seqs)} sequences but y has {len(y)} entries")
+    lengths = data.get("lengths")
+    if lengths is not None:
+        if len(lengths) != len(seqs) or (lengths < 1).any() or any(
+                n > len(s) for n, s in zip(lengths, seqs)):
+            raise DataError(f"{path}: lengths must hold one value per sequence, each between 1 "
+                            "and that sequence's padded length")
+        seqs = [s[: int(n)] for s, n in zip(seqs, lengths)]
+    x, truncated = [], []
+    for i, s in enumerate(seqs):
+        if s.dtype.kind not in "biuf":
+            raise DataError(f"{path}: sequence {i} has dtype {s.dtype}; expected numbers")
+        s = s.astype(np.float32).reshape(len(s), -1)
+        if len(s) == 0:
+            raise DataError(f"{path}: sequence {i} is empty")
+        if not np.isfinite(s).all():
+            step = int(np.argwhere(~np.isfinite(s))[0][0])
+            raise DataError(f"{path}: sequence {i}, step {step}: NaN or infinite value")
+        if s.shape[1] != (x[0].shape[1] if x else s.shape[1]):
+            raise DataError(f"{path}: sequence {i} has {s.shape[1]} features, sequence 0 has {x[0].shape[1]}")
+        if _too_long(len(s), p, "max_len", f"{path}: sequence {i}", truncated):
+            s = s[: p["max_len"]]
+        x.append(s)
+    task = sequence_task(path) if p["task"] == "auto" else p["task"]
+    if task == "classification":
+        if y.ndim != 1:
+            raise DataError(f"{path}: y has shape {y.shape}; classification needs one label per sequence")
+        splits, classes = labelled_splits(x, [str(v) for v in y], p, where=str(path))
+        meta = {"num_classes": len(classes), "input_dim": int(x[0].shape[1]), "vocab_size": 0}
+        extras: dict[str, Any] = {"labels": classes}
+    else:
+        if y.dtype.kind not in "biuf" or not np.isfinite(y.astype(np.float64)).all():
+            raise DataError(f"{path}: regression targets y must be finite numbers")
+        targets = y.astype(np.float32).reshape(len(y), -1)
+        parts = stratified_indices(np.zeros(len(y), dtype=np.int64), p)
+        splits = {name: Split([x[i] for i in ids], targets[ids], ids)
+                  for name, ids in zip(("train", "val", "test"), parts)}
+        meta = {"outputs": int(targets.shape[1]), "input_dim": int(x[0].shape[1]), "vocab_size": 0}
+        extras = {}
+    extras["scaler"] = standardize(splits)
+    return Prepared(splits, meta, extras, warnings=_truncation_warning(truncated, p["max_len"]))
+
+
+# ---------------------------------------------------------------- specs and the registry
+
+def _kind_of(kind: str, source: Path) -> tuple[str, str, str, Any]:
+    """(defaults key, modality, task, builder) for a kind and its source."""
+    suffix = source.suffix.lower()
+    if kind == "timeseries":
+        if suffix not in (".csv", ".parquet"):
+            raise DataError(f"{source}: a time series is a .csv or .parquet file")
+        return "timeseries", "timeseries", "forecasting", build_timeseries
+    if kind == "text":
+        if suffix == ".txt":
+            return "text-lm", "text", "language-model", build_text_lm
+        if suffix not in (".csv", ".jsonl"):
+            raise DataError(f"{source}: text is a .csv or .jsonl file (labelled) or a .txt "
+                            "file (language model)")
+        return "text", "text", "classification", build_text_classification
+    if kind == "audio":
+        if not source.is_dir():
+            raise DataError(f"{source}: audio is a folder of <label>/<clip> files "
+                            f"({', '.join(AUDIO_EXTENSIONS)})")
+        return "audio", "speech", "classification", lambda files, p: build_audio(source, p)
+    if kind == "sequences":
+        if suffix != ".npz":
+            raise DataError(f"{source}: generic sequences are an .npz file with X and y")
+        return "sequences", "sequences", "", build_sequences
+    raise DataError(f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
+
+
+def make_spec(name: str, kind: str, source: Path, options: dict[str, Any] | None = None,
+              snapshot: Path | None = None, task: str | None = None) -> catalog.DatasetSpec:
+    """A DatasetSpec for the user's file or folder; every option checked against the kind."""
+    if not NAME.match(name):
+        raise DataError(f"dataset name {name!r}: use lower-case letters, digits, '.', '_' or '-' "
+                        "(at most 64, starting with a letter or digit)")
+    if name in catalog.DATASETS:
+        raise DataError(f"{name!r} is a built-in dataset; choose another --name")
+    source = Path(source).expanduser().resolve()
+    if not source.exists():
+        raise DataError(f"{source}: no such file or folder")
+    key, modality, kind_task, build = _kind_of(kind, source)
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    unknown = sorted(set(options) - set(DEFAULTS[key]))
+    if unknown:
+        valid = " ".join(_option(k) for k in DEFAULTS[key])
+        raise DataError(f"{' '.join(_option(k) for k in unknown)} does not apply to --kind {kind} "
+                        f"with a {source.suffix or 'folder'} source; valid: {valid}")
+    defaults = {**DEFAULTS[key], **options}
+    _check_choices(defaults)
+    if kind == "sequences":
+        kind_task = task or (defaults["task"] if defaults["task"] != "auto" else sequence_task(source))
+    return catalog.DatasetSpec(
+        name=name, modality=modality, task=kind_task,
+        description=f"your {kind} data from {source}", folder=str(source.parent),
+        files=(source.name,), build=build, defaults=defaults, source=source, snapshot=snapshot,
+        kind=kind)
+
+
+def registry_path(data_root: Path) -> Path:
+    return Path(data_root) / REGISTRY
+
+
+def load_registry(data_root: Path) -> dict[str, dict]:
+    path = registry_path(data_root)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: the dataset registry is not valid JSON ({exc}); "
+                        "fix or remove it and register your datasets again") from None
+
+
+def user_specs(data_root: Path) -> dict[str, catalog.DatasetSpec]:
+    """Every registered dataset, as specs whose defaults are the options it was registered with."""
+    specs = {}
+    for name, rec in load_registry(data_root).items():
+        source = Path(rec["source"])
+        build = _kind_of(rec["kind"], source)[3] if source.exists() else _source_gone(rec)
+        specs[name] = catalog.DatasetSpec(
+            name=name, modality=rec["modality"], task=rec["task"],
+            description=rec.get("description", f"your {rec['kind']} data"),
+            folder=str(source.parent), files=(source.name,), build=build,
+            defaults=rec["params"], source=source,
+            snapshot=Path(data_root) / name / rec["cache_key"], kind=rec["kind"])
+    return specs
+
+
+def _source_gone(rec: dict):
+    def build(files, p):
+        raise DataError(f"{rec['source']}: the source of this dataset is gone; only its registered "
+                        f"parameters {rec['params']} can be used")
+    return build
+
+
+def _write_registry(data_root: Path, registry: dict[str, dict]) -> None:
+    path = registry_path(data_root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".registry-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(registry, fh, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def register(name: str, kind: str, source: Path, options: dict[str, Any] | None,
+             data_root: Path) -> tuple[Path, dict, bool]:
+    """Prepare the user's data and, only once that succeeded, record it under ``name``."""
+    spec = make_spec(name, kind, source, options)
+    artifact_dir, manifest, reused = catalog.prepare(name, data_root, spec=spec)
+    registry = load_registry(data_root)
+    registry[name] = {"kind": kind, "source": str(spec.source), "params": manifest["params"],
+                      "modality": spec.modality, "task": spec.task, "description": spec.description,
+                      "cache_key": manifest["cache_key"], "content_hash": manifest["content_hash"]}
+    _write_registry(data_root, registry)
+    return artifact_dir, manifest, reused
