@@ -34,10 +34,10 @@ run: install
 	$(BIN)/rnnbench run --preset $(PRESET)
 
 test: install
-	$(BIN)/python -m pytest -m "not integration"
+	$(BIN)/python -m pytest -m "not integration and not system"
 
 test-integration: install
-	$(BIN)/python -m pytest -m integration
+	$(BIN)/python -m pytest -m "integration or system"
 
 clean:
 	rm -rf $(VENV) .rnnbench .pytest_cache

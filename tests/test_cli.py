@@ -12,16 +12,18 @@ import pytest
 RNNBENCH = str(Path(sys.executable).parent / "rnnbench")
 
 
-def _cli(*args, home: Path) -> subprocess.CompletedProcess:
+def _cli(*args, home: Path, without_tools: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "RNNBENCH_HOME": str(home), "COLUMNS": "200"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    if without_tools:  # as on a machine without espeak-ng: only the virtualenv on PATH
+        env["PATH"] = str(Path(sys.executable).parent)
     return subprocess.run([RNNBENCH, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 @pytest.mark.parametrize("args,message", [
     (["run", "--variants", "lstm,lsmt"], "unknown variant 'lsmt'; valid: rnn, lstm, gru, birnn, bilstm, bigru, transformer"),
-    (["run", "--datasets", "imdb"], "unknown dataset 'imdb'; valid: japanese-vowels, rotten-tomatoes, sunspots, electricity, seq-mnist, adding, copy-memory, shakespeare-char"),
-    (["run", "--preset", "huge"], "unknown preset 'huge'; valid: quick"),
+    (["run", "--datasets", "imdb"], "unknown dataset 'imdb'; valid: japanese-vowels, rotten-tomatoes, sunspots, electricity, seq-mnist, adding, copy-memory, spoken-digits, shakespeare-char"),
+    (["run", "--preset", "huge"], "unknown preset 'huge'; valid: paper, quick, standard"),
     (["run", "--preset", "/no/such/preset.toml"], "preset file not found: /no/such/preset.toml"),
     (["sweep", "--dataset", "sunspots", "--variant", "mamba"], "unknown variant 'mamba'"),
     (["prepare", "cifar"], "unknown dataset 'cifar'; valid: japanese-vowels"),
@@ -35,6 +37,16 @@ def test_bad_names_fail_fast_with_one_line_naming_the_valid_choices(tmp_path, ar
     assert message in out.replace("\n", " ")
     assert "Traceback" not in out
     assert not (tmp_path / "mlflow.db").exists(), "nothing may start before input is validated"
+
+
+def test_a_gpu_preset_is_refused_on_a_machine_without_a_gpu(tmp_path):
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # as on CI, also when the tests run on a GPU box
+    try:
+        proc = _cli("run", "--preset", "paper", home=tmp_path)
+    finally:
+        del os.environ["CUDA_VISIBLE_DEVICES"]
+    assert proc.returncode == 2
+    assert "asks for gpus_per_trial=1.0 but this machine has no GPU" in proc.stdout.replace("\n", " ")
 
 
 def test_non_positive_size_in_a_preset_is_refused(tmp_path):
@@ -57,12 +69,24 @@ def test_list_shows_every_dataset_variant_and_preset(tmp_path):
         assert name in proc.stdout
 
 
-def test_prepare_all_writes_artifacts_and_reuses_them(tmp_path):
-    first = _cli("prepare", "--all", home=tmp_path)
-    assert first.returncode == 0, first.stdout + first.stderr
+def test_prepare_writes_artifacts_and_reuses_them(tmp_path):
     from datamodules.catalog import DATASETS
 
-    assert first.stdout.count("prepared:") == len(DATASETS)
+    names = [name for name, spec in DATASETS.items() if not spec.versions]
+    first = _cli("prepare", *names, home=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.count("prepared:") == len(names)
     again = _cli("prepare", "sunspots", home=tmp_path)
     assert again.returncode == 0 and "reused" in again.stdout
     assert "Traceback" not in first.stdout + first.stderr
+
+
+def test_without_espeak_ng_prepare_all_says_how_to_install_it_before_any_work(tmp_path):
+    proc = _cli("prepare", "--all", home=tmp_path, without_tools=True)
+    assert proc.returncode == 2
+    assert "espeak-ng, which is not installed; install it with `sudo apt-get install espeak-ng`" \
+        in proc.stdout.replace("\n", " ")
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "data").exists()
+    quick = _cli("run", "--datasets", "spoken-digits", home=tmp_path, without_tools=True)
+    assert quick.returncode == 2 and "apt-get install espeak-ng" in quick.stdout.replace("\n", " ")
