@@ -4,8 +4,9 @@ Loads weights as a state_dict with ``weights_only=True`` and the vocabulary, sca
 from JSON, so loading never unpickles arbitrary objects. Needs only the ``modules`` package,
 which is logged beside it as code.
 
-Input: a DataFrame with a ``text`` column (text and character models) or a ``sequence`` column holding one
-(T, F) nested list per row (speech frames, or a forecasting window of raw values).
+Input: a DataFrame with a ``text`` column (text, character and word models) or a ``sequence``
+column holding one (T, F) nested list per row (speech frames such as log-mel features, generic
+sequences, or a forecasting window of raw values, every channel in the order it was prepared).
 Output: ``label`` and ``probability`` (classification), ``prediction`` (regression; per-step
 tasks: the predicted next character or label at every step) or ``t+1``..``t+H`` (forecasting).
 """
@@ -49,7 +50,8 @@ class SequenceModel(PythonModel):
             max_len = self.spec["tokenizer"]["max_len"]
             seqs = []
             for text in frame["text"].astype(str):
-                ids = [self.index.get(t, 1) for t in self.pattern.findall(text.lower())][:max_len] or [1]
+                text = text.lower() if self.spec["tokenizer"].get("lowercase", True) else text
+                ids = [self.index.get(t, 1) for t in self.pattern.findall(text)][:max_len] or [1]
                 seqs.append(torch.tensor(ids, dtype=torch.int64))
             return seqs
         scaler = self.spec.get("scaler", {"mean": [0.0], "std": [1.0]})  # synthetic data: none
@@ -82,7 +84,9 @@ class SequenceModel(PythonModel):
             return pd.DataFrame({"prediction": [joiner.join(names[i] for i in row[:n])
                                                 for row, n in zip(steps, lengths.tolist())]})
         if self.data["task"] == "regression":
-            return pd.DataFrame({"prediction": out[:, 0].numpy()})
+            if out.shape[1] == 1:
+                return pd.DataFrame({"prediction": out[:, 0].numpy()})
+            return pd.DataFrame(out.numpy(), columns=[f"prediction_{i}" for i in range(out.shape[1])])
         ch = self.data.get("target_channel", 0)
         scale = self.spec["scaler"]["std"][ch]
         shift = self.spec["scaler"]["mean"][ch]

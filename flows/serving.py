@@ -54,7 +54,7 @@ def write_model_files(module, variant: str, hparams: dict[str, Any], artifact_di
         "data": {k: manifest[k] for k in _DATA_KEYS if k in manifest},
         "dataset": manifest["dataset"], "content_hash": manifest["content_hash"],
     }
-    for extra in ("labels", "vocab", "scaler", "tokenizer"):
+    for extra in ("labels", "vocab", "scaler", "tokenizer", "channels", "featurizer"):
         if extra in manifest.get("extras", []):
             spec[extra] = read_extra(artifact_dir, extra)
     weights = {k: v for k, v in module.state_dict().items() if k.startswith(("net.", "head."))}

@@ -128,3 +128,32 @@ def test_sweep_flow_tunes_one_variant_under_its_own_parent_run(prefect_harness, 
     assert sweep_run.data.tags["mlflow.parentRunId"] == result["run_id"]
     assert len(_role(runs, "trial")) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     assert list(result["boards"]["japanese-vowels"]["variant"]) == ["gru", "(majority class)"]
+
+
+def test_a_registered_dataset_runs_through_the_flows_by_name(prefect_harness, tracking_uri, tmp_path):
+    from flows.pipeline import benchmark, import_dataset
+
+    n = 500  # two channels: the load follows a daily cycle, the temperature leads it
+    t = np.arange(n)
+    pd.DataFrame({"hour": pd.date_range("2024-01-01", periods=n, freq="h").astype(str),
+                  "load": 10 + np.sin(t * 2 * np.pi / 24), "temp": np.cos(t * 2 * np.pi / 24)}
+                 ).to_csv(tmp_path / "site.csv", index=False)
+    imported = import_dataset(str(tmp_path / "site.csv"), "timeseries", "site-load",
+                              {"target": "load", "time_column": "hour", "window": 24,
+                               "horizon": 6, "season": 24})
+    assert imported["site-load"]["manifest"]["input_dim"] == 2
+    result = benchmark(preset=TINY_PRESET, datasets=["site-load"], variants=["gru"],
+                       experiment="byo", tracking_uri=tracking_uri)
+    board = result["boards"]["site-load"]
+    assert board["variant"].tolist() == ["gru", "(seasonal naive (lag 24))"]
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([result["experiment_id"]])
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    (sweep,) = [r for r in runs if r.data.tags.get("rnnbench.role") == "sweep"]
+    assert sweep.inputs.dataset_inputs[0].dataset.name == "site-load"
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{sweep.info.run_id}/model")
+    window = [[10 + np.sin(h * 2 * np.pi / 24), np.cos(h * 2 * np.pi / 24)] for h in range(24)]
+    out = model.predict(pd.DataFrame({"sequence": [window]}))
+    assert list(out.columns) == [f"t+{i}" for i in range(1, 7)]
+    assert 8 < float(out["t+1"].iloc[0]) < 12  # in the series' own units
