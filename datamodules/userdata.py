@@ -231,9 +231,10 @@ def build_sequences(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
         seqs = [s[: int(n)] for s, n in zip(seqs, lengths)]
     x, truncated = [], []
     for i, s in enumerate(seqs):
-        if s.dtype.kind not in "biuf":
-            raise DataError(f"{path}: sequence {i} has dtype {s.dtype}; expected numbers")
-        s = s.astype(np.float32).reshape(len(s), -1)
+        try:
+            s = s.astype(np.float32).reshape(len(s), -1)
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: sequence {i} holds {s.dtype} values; expected numbers") from None
         if len(s) == 0:
             raise DataError(f"{path}: sequence {i} is empty")
         if not np.isfinite(s).all():

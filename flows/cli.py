@@ -107,11 +107,19 @@ def _print_results(result: dict, settings: Settings) -> None:
         console.print(f"  {cmd}", soft_wrap=True)
 
 
-class _DropInterruptNoise(logging.Filter):
-    """Ctrl-C is a user's decision, not a crash: rnnbench says what happened in one line."""
+class _ConsoleNoise(logging.Filter):
+    """Ctrl-C is a user's decision and bad data the user's to fix, not crashes: rnnbench says
+    what happened in one line, so Prefect's tracebacks for them stay out of the terminal (they
+    still reach the Prefect API and its UI)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "aborted by an interrupt signal" not in record.getMessage()
+        message = record.getMessage()
+        if "aborted by an interrupt signal" in message:
+            return False
+        from datamodules.loaders import DataError
+
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, DataError) or "DataError" in message)
 
 
 def start_prefect_api() -> None:
@@ -135,8 +143,11 @@ def start_prefect_api() -> None:
         prefect_server.SubprocessASGIServer().start()  # the instance Prefect's client reuses
     finally:
         prefect_server.subprocess.Popen = popen
-    for name in ("prefect.flow_runs", "prefect.task_runs"):
-        logging.getLogger(name).addFilter(_DropInterruptNoise())
+    from prefect.logging.handlers import APILogHandler
+
+    for handler in logging.getLogger().handlers:  # the console; the API handler keeps it all
+        if not isinstance(handler, APILogHandler):
+            handler.addFilter(_ConsoleNoise())
 
 
 def _run_flow(fn, settings: Settings, **kwargs) -> None:

@@ -90,3 +90,26 @@ def test_without_espeak_ng_prepare_all_says_how_to_install_it_before_any_work(tm
     assert not (tmp_path / "data").exists()
     quick = _cli("run", "--datasets", "spoken-digits", home=tmp_path, without_tools=True)
     assert quick.returncode == 2 and "apt-get install espeak-ng" in quick.stdout.replace("\n", " ")
+
+
+def test_prepare_from_a_bad_file_says_what_is_wrong_in_one_line_then_a_good_one_registers(tmp_path):
+    bad = tmp_path / "load.csv"
+    bad.write_text("time,load\n2024-01-01,1.5\n2024-01-02,abc\n")
+    proc = _cli("prepare", "--from", str(bad), "--kind", "timeseries", "--name", "site",
+                "--target", "load", "--time-column", "time", home=tmp_path)
+    assert proc.returncode == 2
+    out = proc.stdout + proc.stderr
+    assert f"error: {bad}: row 3, column 'load': 'abc' is not a number" in out.replace("\n", "")
+    assert "Traceback" not in out and "DataError" not in out
+    wrong_kind = _cli("prepare", "--from", str(bad), "--kind", "text", "--name", "site",
+                      "--target", "load", home=tmp_path)
+    assert wrong_kind.returncode == 2 and "--target does not apply to --kind text" in wrong_kind.stdout
+    rows = "".join(f"{d},{(d * 7) % 24}\n" for d in range(300))
+    bad.write_text("step,load\n" + rows)
+    good = _cli("prepare", "--from", str(bad), "--kind", "timeseries", "--name", "site",
+                "--target", "load", "--time-column", "step", "--window", "24", "--horizon", "4",
+                home=tmp_path)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "Registered site" in good.stdout
+    listed = _cli("list", home=tmp_path)
+    assert "your datasets" in listed.stdout and "site" in listed.stdout
