@@ -44,7 +44,12 @@ def _split(value: Optional[str]) -> Optional[list[str]]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # a kill (SIGTERM) cleans up like Ctrl-C: runs KILLED, servers stopped
+
+
 def _setup(tracking_uri=None, experiment=None, ray_address=None) -> Settings:
+    signal.signal(signal.SIGTERM, _terminate)
     settings = load_settings(tracking_uri, experiment, ray_address)
     apply_environment(settings)
     from flows.quiet import silence
