@@ -153,11 +153,12 @@ def series_splits(name: str, values: np.ndarray, p: dict[str, Any], target: int 
     train_end = int(n * (1 - p["val_fraction"] - p["test_fraction"]))
     val_end = int(n * (1 - p["test_fraction"]))
     if min(train_end - window, val_end - train_end, n - val_end) < horizon + 1:
-        longest = min(int(n * p["val_fraction"]), int(n * p["test_fraction"])) - 1
         raise DataError(
             f"{name}: {n} values cannot hold window={window} plus horizon={horizon} in every "
-            f"split (val and test hold {int(n * p['val_fraction'])} and {int(n * p['test_fraction'])}"
-            f" steps); use a horizon below {max(longest, 1)} and a window below {train_end - horizon}")
+            f"split (train, val and test hold {train_end}, {val_end - train_end} and "
+            f"{n - val_end} steps); use a horizon of at most "
+            f"{max(min(val_end - train_end, n - val_end) - 1, 0)} and a window of at most "
+            f"{max(train_end - horizon - 1, 0)}")
     mean, std = values[:train_end].mean(axis=0), values[:train_end].std(axis=0)
     if std[target] == 0:
         raise DataError(f"{name}: the target is constant in the training split; nothing to forecast")

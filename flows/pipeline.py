@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from datamodules import catalog, userdata
+from datamodules.loaders import DataError
 from flows import leaderboard, progress, tracking
 from flows.presets import Preset, check_resources, load_preset, plan, select
 from flows.settings import Settings, load_settings
@@ -29,8 +30,19 @@ def _prepare_cache_key(context, parameters) -> Optional[str]:
     return f"prepare-{parameters['name']}-{target.name}" if target.is_dir() else None
 
 
+def _retry_unless_bad_data(task, task_run, state) -> bool:
+    """A passing fault (a full disk, a killed worker) is worth one retry; bad data is not."""
+    try:
+        state.result()
+    except DataError:
+        return False
+    except BaseException:
+        return True
+    return False
+
+
 @task(name="prepare", retries=1, retry_delay_seconds=1, cache_key_fn=_prepare_cache_key,
-      persist_result=True, result_serializer="json")
+      retry_condition_fn=_retry_unless_bad_data, persist_result=True, result_serializer="json")
 def prepare_task(name: str, data_root: str, params: Optional[dict] = None) -> dict:
     """Load, validate, split and featurize one dataset into a content-hashed artifact."""
     artifact_dir, manifest, reused = catalog.prepare(name, Path(data_root), params)
