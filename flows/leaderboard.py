@@ -88,9 +88,9 @@ def display_columns(board: pd.DataFrame) -> list[str]:
     return [c for c in board.columns if c != "run_id"]
 
 
-def to_markdown(dataset: str, board: pd.DataFrame) -> str:
+def to_markdown(dataset: str, board: pd.DataFrame, modality: str = "") -> str:
     cols = display_columns(board)
-    lines = [f"### {dataset}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = [f"### {dataset}" + (f" ({modality})" if modality else ""), "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in board.iterrows():
         lines.append("| " + " | ".join(_fmt(row[c], c) for c in cols) + " |")
     return "\n".join(lines) + "\n"
@@ -108,7 +108,8 @@ def to_rich(dataset: str, board: pd.DataFrame, modality: str = "") -> Table:
     return table
 
 
-def write(boards: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
+def write(boards: dict[str, pd.DataFrame], out_dir: Path,
+          modalities: dict[str, str] | None = None) -> list[Path]:
     """CSV and Markdown per dataset plus one combined Markdown file; returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -117,6 +118,7 @@ def write(boards: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
         board.to_csv(csv, index=False)
         paths.append(csv)
     md = out_dir / "leaderboard.md"
-    md.write_text("# rnnbench leaderboard\n\n" + "\n".join(to_markdown(d, b) for d, b in boards.items()))
+    md.write_text("# rnnbench leaderboard\n\n" + "\n".join(
+        to_markdown(d, b, (modalities or {}).get(d, "")) for d, b in boards.items()))
     paths.append(md)
     return paths

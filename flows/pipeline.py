@@ -162,7 +162,7 @@ def _run(settings: Settings, preset: Preset, datasets: list[str], variants: list
                     summaries.append(sweep_task(request))
         boards = leaderboard.build(uri, experiment_id, run_id)
         out_dir = settings.reports_root / run_id
-        paths = leaderboard.write(boards, out_dir)
+        paths = leaderboard.write(boards, out_dir, {d: specs[d].modality for d in boards})
         tracking.log_files(uri, run_id, paths, "leaderboard")
         for dataset, board in boards.items():
             table = board.drop(columns=["run_id"]).astype(object).where(board.notna(), None)

@@ -69,3 +69,5 @@ def test_a_sweep_trains_on_synthetic_speech_end_to_end(home):
                 home=home)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "spoken-digits (synthetic speech)" in proc.stdout and "Traceback" not in proc.stdout
+    (report,) = (home / "reports").glob("*/leaderboard.md")  # also in MLflow and Prefect
+    assert "### spoken-digits (synthetic speech)" in report.read_text()
