@@ -81,6 +81,7 @@ def train_trial(config: dict[str, Any]) -> None:
         uri, ctx["experiment_id"], ctx["parent_run_id"], trial_id,
         name=f"{ctx['variant']}-{trial_id}", tags=ctx["tags"])
     tracking.log_params(uri, run_id, {**hp, "n_params": model.n_params})
+    tracking.dataset_input(uri, run_id, manifest)  # every training run names its data version
     logger = TrialLogger(tracking_uri=uri, run_id=run_id)
     report = TuneReportCheckpointCallback(metrics=ctx["report_metrics"], filename=CHECKPOINT_FILE,
                                           on="validation_end")

@@ -44,6 +44,8 @@ def test_runs_nest_benchmark_then_sweep_then_trial_and_none_is_left_running(fini
     assert len(trials) == 4 and all(t.data.tags["mlflow.parentRunId"] in sweep_ids for t in trials)
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert all(r.data.tags.get("dataset") == "japanese-vowels" for r in sweeps + trials)
+    digests = {r.inputs.dataset_inputs[0].dataset.digest for r in sweeps + trials}
+    assert len(digests) == 1, "every sweep and trial run names the same prepared artifact"
     # per-epoch metrics on trials, provenance on the benchmark run
     trial_history = finished[2].get_metric_history(trials[0].info.run_id, "val/acc")
     assert len(trial_history) >= 1
