@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.artifact import Prepared, Split
+from datamodules.artifact import Prepared
 from datamodules.loaders import DataError
 from datamodules.splits import labelled_splits, standardize
 
