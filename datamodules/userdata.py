@@ -245,7 +245,7 @@ def build_sequences(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
         if _too_long(len(s), p, "max_len", f"{path}: sequence {i}", truncated):
             s = s[: p["max_len"]]
         x.append(s)
-    task = sequence_task(path) if p["task"] == "auto" else p["task"]
+    task = p["task"] if p["task"] != "auto" else ("regression" if y.dtype.kind == "f" else "classification")
     if task == "classification":
         if y.ndim != 1:
             raise DataError(f"{path}: y has shape {y.shape}; classification needs one label per sequence")
