@@ -18,15 +18,19 @@ PIP := $(BIN)/python -m pip install --quiet
 # exact versions of every dependency but torch, which `make` installs and CI tests (`make lock`)
 LOCK := infra/requirements.lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@echo "Installing rnnbench into $(VENV) (torch: $(TORCH_SPEC); log: $(PIP_LOG))"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@: > $(PIP_LOG)
 	@$(PIP) --upgrade pip >> $(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
 	@# torch first, from a variable: an unpinned torch would pull a multi-GB CUDA build
 	@$(PIP) $(TORCH_SPEC) >> $(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
+	@# then the exact versions CI tests, then rnnbench itself with nothing more
+	@$(PIP) -r $(LOCK) >> $(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
 	@# compat editable mode: the project root on sys.path, so Ray workers see new files too
-	@$(PIP) -e ".[test]" --config-settings editable_mode=compat >> $(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
+	@$(PIP) --no-deps -e ".[test]" --config-settings editable_mode=compat >> $(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
+	@# a lock that no longer satisfies pyproject.toml's ranges (or torch's needs) fails here
+	@$(BIN)/python -m pip check >> $(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
 	@$(BIN)/python -c "import torch, pytorch_lightning, ray, mlflow, prefect"
 	@touch $(STAMP)
 
