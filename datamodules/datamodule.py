@@ -34,10 +34,16 @@ def collate(batch):
 
 
 class SequenceDataModule(pl.LightningDataModule):
-    def __init__(self, artifact_dir: str | Path, batch_size: int = 32, num_workers: int = 0,
-                 seed: int = 0):
+    """Batches of the train, val and test splits, read from an artifact folder or handed over
+    already loaded (``splits``: e.g. from Ray's object store on a cluster)."""
+
+    def __init__(self, artifact_dir: str | Path | None = None, batch_size: int = 32,
+                 num_workers: int = 0, seed: int = 0, splits: dict | None = None):
         super().__init__()
-        self.artifact_dir = Path(artifact_dir)
+        if (artifact_dir is None) == (splits is None):
+            raise ValueError("give either artifact_dir or splits")
+        self.artifact_dir = Path(artifact_dir) if artifact_dir is not None else None
+        self.splits = splits
         self.batch_size = int(batch_size)
         self.num_workers = num_workers
         self.seed = seed
@@ -46,14 +52,14 @@ class SequenceDataModule(pl.LightningDataModule):
     @override
     def prepare_data(self) -> None:
         # Preparation happens once, upstream (datamodules.catalog.prepare); here we only check.
-        if not (self.artifact_dir / MANIFEST).is_file():
+        if self.artifact_dir is not None and not (self.artifact_dir / MANIFEST).is_file():
             raise FileNotFoundError(f"no prepared artifact at {self.artifact_dir}")
 
     @override
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val", "test"):
             if split not in self.datasets:
-                data = load_split(self.artifact_dir, split)
+                data = self.splits[split] if self.splits else load_split(self.artifact_dir, split)
                 self.datasets[split] = SequenceDataset(data.x, data.y)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

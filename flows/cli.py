@@ -1,14 +1,14 @@
 """The ``rnnbench`` command: run, sweep, prepare, list, ui.
 
-Every name and size is checked before anything trains; a bad one gets one line naming it and
-the valid choices, and exit code 2. Ctrl-C marks runs KILLED; the same command then resumes.
+Commands only: the plan is checked by ``flows.plan.make_plan`` (a bad name or size gets one
+line, the valid choices and exit code 2, before Prefect, Ray, MLflow or torch is imported);
+process setup lives in ``flows.runtime``, what is printed in ``flows.render``. Ctrl-C marks runs
+KILLED; the same command then resumes.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -18,23 +18,17 @@ from typing import Optional
 
 import typer
 
-from flows.settings import Settings, apply_environment, load_settings
+from flows import runtime
+from flows.runtime import EXIT_BAD_INPUT, EXIT_FAILED
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Fair, tuned bake-offs of RNN variants against a Transformer baseline.")
 
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
-
-
-def _console():
-    from flows.progress import console
-
-    return console
-
 
 def _fail(message: str) -> None:
-    _console().print(f"[bold red]error:[/] {message}", highlight=False)
+    from flows.render import error
+
+    error(message)
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -44,127 +38,40 @@ def _split(value: Optional[str]) -> Optional[list[str]]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt  # a kill (SIGTERM) cleans up like Ctrl-C: runs KILLED, servers stopped
-
-
-def _setup(tracking_uri=None, experiment=None, ray_address=None) -> Settings:
-    signal.signal(signal.SIGTERM, _terminate)
-    settings = load_settings(tracking_uri, experiment, ray_address)
-    apply_environment(settings)
-    from flows.quiet import silence
-
-    silence()
-    return settings
-
-
-def _validated(settings: Settings, preset: str, datasets: Optional[list[str]],
-               variants: Optional[list[str]]):
-    from datamodules.catalog import available, check_ready
-    from datamodules.loaders import DataError
-    from flows.presets import PresetError, check_resources, load_preset, plan, select
-    from modules.registry import VariantError, resolve_variant
+def _plan(settings, preset: str, datasets, variants):
+    from flows.plan import PlanError, make_plan
 
     try:
-        specs = available(settings.data_root)
-        p = load_preset(preset, specs)
-        check_resources(p, settings.ray_address)
-        ds, vs = select(p, datasets, variants, specs)
-        for d, spec in check_ready(ds, settings.data_root).items():
-            spec.params(p.dataset_params.get(d))
-        for v in vs:
-            resolve_variant(v, p.custom_variants)
-        plan(ds, vs, specs)
-    except (PresetError, DataError, VariantError) as exc:
+        return make_plan(settings, preset, None, datasets, variants)
+    except PlanError as exc:
         _fail(str(exc))
-    return p, ds, vs
 
 
-def _ui_commands(settings: Settings) -> list[str]:
-    mlflow_cmd = (f"mlflow ui --backend-store-uri {shlex.quote(settings.tracking_uri)} "
-                  f"--host 127.0.0.1 --port 5000")
-    prefect_cmd = (f"PREFECT_HOME={shlex.quote(str(settings.prefect_home))} "
-                   f"prefect server start --host 127.0.0.1 --port 4200")
-    return [mlflow_cmd, prefect_cmd]
+def _benchmark_args(plan, preset: str, resume: Optional[str]) -> dict:
+    """The flow's parameters for a checked plan: built-in variants by name, a preset's own
+    variants as extra_variants, a preset file as preset_path."""
+    from modules.variants import BUILTIN
+
+    is_file = Path(preset).suffix == ".toml"
+    return dict(preset=None if is_file else preset, preset_path=preset if is_file else None,
+                datasets=plan.datasets, variants=[v for v in plan.variants if v in BUILTIN],
+                extra_variants=[v for v in plan.variants if v not in BUILTIN] or None,
+                experiment=plan.settings.experiment, tracking_uri=plan.settings.tracking_uri,
+                ray_address=plan.settings.ray_address, home=str(plan.settings.home), resume=resume,
+                show_progress=True)
 
 
-def _print_results(result: dict, settings: Settings) -> None:
-    from datamodules.catalog import available
-    from flows.leaderboard import to_rich
+def _run_benchmark(flow_fn, settings, **kwargs) -> None:
+    from flows import render
+    from flows.pipeline import IncompleteBenchmark
 
-    console = _console()
-    console.print()
-    specs = available(settings.data_root)
-    for dataset, board in result["boards"].items():
-        console.print(to_rich(dataset, board, specs[dataset].modality))
-        winner = board.iloc[0]
-        if not str(winner["variant"]).startswith("("):
-            console.print(f"  best {winner['variant']}: {winner['best hyperparameters']}", soft_wrap=True)
-        console.print()
-    console.print(f"Leaderboards (CSV, Markdown): [bold]{result['reports']}[/]")
-    console.print(f"MLflow experiment [bold]{settings.experiment}[/], benchmark run "
-                  f"[bold]{result['run_id']}[/]")
-    venv_bin = Path(sys.executable).parent
-    console.print("Open both UIs on these results (Ctrl-C stops them):")
-    console.print(f"  {venv_bin / 'rnnbench'} ui")
-    console.print("or each by itself:")
-    for cmd in _ui_commands(settings):
-        console.print(f"  {cmd}", soft_wrap=True)
-
-
-class _ConsoleNoise(logging.Filter):
-    """Ctrl-C is a user's decision and bad data the user's to fix, not crashes: rnnbench says
-    what happened in one line, so Prefect's tracebacks for them stay out of the terminal (they
-    still reach the Prefect API and its UI)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "aborted by an interrupt signal" in message:
-            return False
-        from datamodules.loaders import DataError
-
-        error = record.exc_info[1] if record.exc_info else None
-        return not (isinstance(error, DataError) or "DataError" in message)
-
-
-def start_prefect_api() -> None:
-    """Start Prefect's temporary API (when no PREFECT_API_URL is set) in a session of its own.
-
-    Ctrl-C in a terminal signals the whole foreground process group; a temporary API that
-    died with it left Prefect retrying to record the interruption, and the command hung.
-    """
-    if os.environ.get("PREFECT_API_URL"):
-        return
-    from prefect.server.api import server as prefect_server
-
-    popen = subprocess.Popen
-
-    def detached(*args, **kwargs):
-        kwargs.setdefault("start_new_session", True)
-        return popen(*args, **kwargs)
-
-    prefect_server.subprocess.Popen = detached
     try:
-        prefect_server.SubprocessASGIServer().start()  # the instance Prefect's client reuses
-    finally:
-        prefect_server.subprocess.Popen = popen
-    from prefect.logging.handlers import APILogHandler
-
-    for handler in logging.getLogger().handlers:  # the console; the API handler keeps it all
-        if not isinstance(handler, APILogHandler):
-            handler.addFilter(_ConsoleNoise())
-
-
-def _run_flow(fn, settings: Settings, **kwargs) -> None:
-    console = _console()
-    start_prefect_api()
-    try:
-        result = fn(**kwargs)
-    except KeyboardInterrupt:
-        console.print("\n[yellow]interrupted:[/] runs marked KILLED, Ray stopped. "
-                      "Run the same command again to resume.")
-        raise typer.Exit(EXIT_INTERRUPTED)
-    _print_results(result, settings)
+        result = runtime.run_flow(flow_fn, **kwargs)
+    except IncompleteBenchmark as exc:
+        render.results(exc.result, settings)
+        render.error(str(exc))
+        raise typer.Exit(EXIT_FAILED) from None
+    render.results(result, settings)
 
 
 @app.command()
@@ -175,18 +82,20 @@ def run(
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
     ray_address: Optional[str] = typer.Option(None, help="address of a running Ray cluster"),
     experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default rnnbench)"),
+    resume: Optional[str] = typer.Option(None, help="continue this unfinished benchmark run id"),
 ) -> None:
     """Run the benchmark flow: prepare datasets, sweep every variant, print leaderboards."""
-    settings = _setup(tracking_uri, experiment, ray_address)
-    p, ds, vs = _validated(settings, preset, _split(datasets), _split(variants))
-    b = p.budget
-    _console().print(f"rnnbench [bold]{p.name}[/]: {len(ds)} dataset(s) x {len(vs)} variant(s), "
-                     f"{b.num_samples} trials of at most {b.max_epochs} epochs each; state in {settings.home}")
+    settings = runtime.setup(tracking_uri, experiment, ray_address)
+    plan = _plan(settings, preset, _split(datasets), _split(variants))
+    from flows.render import console
+
+    b = plan.preset.budget
+    console.print(f"rnnbench [bold]{plan.preset.name}[/]: {len(plan.datasets)} dataset(s) x "
+                  f"{len(plan.variants)} variant(s), {b.num_samples} trials of at most {b.max_epochs} "
+                  f"epochs each; state in {settings.home}", soft_wrap=True)
     from flows.pipeline import benchmark
 
-    _run_flow(benchmark, settings, preset=preset, datasets=ds, variants=vs,
-              experiment=settings.experiment, tracking_uri=settings.tracking_uri,
-              ray_address=settings.ray_address, show_progress=True)
+    _run_benchmark(benchmark, settings, **_benchmark_args(plan, preset, resume))
 
 
 @app.command()
@@ -197,27 +106,18 @@ def sweep(
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
     ray_address: Optional[str] = typer.Option(None, help="address of a running Ray cluster"),
     experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default rnnbench)"),
+    resume: Optional[str] = typer.Option(None, help="continue this unfinished run id"),
 ) -> None:
     """Run one sweep (one dataset, one variant)."""
-    settings = _setup(tracking_uri, experiment, ray_address)
-    _validated(settings, preset, [dataset], [variant])
+    settings = runtime.setup(tracking_uri, experiment, ray_address)
+    plan = _plan(settings, preset, [dataset], [variant])
     from flows.pipeline import sweep as sweep_flow
 
-    _run_flow(sweep_flow, settings, dataset=dataset, variant=variant, preset=preset,
-              experiment=settings.experiment, tracking_uri=settings.tracking_uri,
-              ray_address=settings.ray_address, show_progress=True)
-
-
-def _print_prepared(results: dict[str, dict]) -> None:
-    console = _console()
-    for name, result in results.items():
-        m = result["manifest"]
-        counts = ", ".join(f"{s} {v['n']}" for s, v in m["splits"].items())
-        state = "reused" if result["reused"] else "prepared"
-        console.print(f"[green]✓[/] {name:<16} {state}: {counts}; hash {m['content_hash'][:12]}  "
-                      f"{result['artifact_dir']}", highlight=False)
-        for warning in m.get("warnings", []):
-            console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
+    args = _benchmark_args(plan, preset, resume)
+    _run_benchmark(sweep_flow, settings, dataset=dataset, variant=variant, preset=args["preset"],
+                   preset_path=args["preset_path"], experiment=settings.experiment,
+                   tracking_uri=settings.tracking_uri, ray_address=settings.ray_address,
+                   home=str(settings.home), resume=resume, show_progress=True)
 
 
 @app.command()
@@ -270,10 +170,11 @@ def prepare(
 ) -> None:
     """Prepare datasets into the local state folder (reused when inputs are unchanged), or
     register your own with --from PATH --kind KIND --name NAME."""
-    from datamodules.catalog import DATASETS, available
+    from datamodules import catalog
     from datamodules.loaders import DataError
+    from flows import render
 
-    settings = _setup()
+    settings = runtime.setup()
     options = {k: v for k, v in dict(
         target=target, time_column=time_column, window=window, horizon=horizon, season=season,
         on_missing=on_missing, text_column=text_column, label_column=label_column, level=level,
@@ -285,73 +186,51 @@ def prepare(
             _fail("--from registers one dataset; leave out dataset names and --all")
         if not kind or not name:
             _fail("--from needs --kind (timeseries, text, audio or sequences) and --name")
-        from datamodules.userdata import make_spec
-        from flows.pipeline import import_dataset
+        from datamodules import userdata
 
         try:
-            make_spec(name, kind, from_, options)  # every option checked before any work
+            # read, checked and prepared before Prefect starts, so bad data is refused in
+            # seconds; the flow below then finds the artifact and records the registration
+            artifact_dir, manifest, reused = userdata.register(name, kind, from_, options,
+                                                               settings.data_root)
         except DataError as exc:
             _fail(str(exc))
-        start_prefect_api()
-        try:
-            results = import_dataset(str(from_), kind, name, options)
-        except DataError as exc:
-            _fail(str(exc))
-        _print_prepared(results)
-        _console().print(f"Registered [bold]{name}[/]; use it with "
-                         f"[bold]rnnbench run --datasets {name}[/]", highlight=False)
+        from flows.pipeline import import_dataset
+
+        runtime.run_flow(import_dataset, source=str(from_), kind=kind, name=name, options=options,
+                         home=str(settings.home))
+        render.prepared({name: {"artifact_dir": str(artifact_dir), "manifest": manifest,
+                                "reused": reused}})
+        render.console.print(f"Registered [bold]{name}[/]; use it with "
+                             f"[bold]rnnbench run --datasets {name}[/]", highlight=False, soft_wrap=True)
         return
     if kind or name or options:
         _fail("--kind, --name and format options go with --from PATH")
-    specs = available(settings.data_root)
-    chosen = list(DATASETS) if all_ else list(names or [])
-    if not chosen:
-        _fail(f"name at least one dataset or pass --all; valid: {', '.join(specs)}")
-    from datamodules.catalog import check_ready
+    try:
+        specs = catalog.available(settings.data_root)
+        chosen = list(catalog.DATASETS) if all_ else list(names or [])
+        if not chosen:
+            _fail(f"name at least one dataset or pass --all; valid: {', '.join(specs)}")
+        catalog.check_ready(chosen, settings.data_root)
+    except DataError as exc:
+        _fail(str(exc))
     from flows.pipeline import prepare_dataset
 
-    try:
-        check_ready(chosen, settings.data_root)
-    except DataError as exc:
-        _fail(str(exc))
-    start_prefect_api()
-    try:
-        results = prepare_dataset(chosen)
-    except DataError as exc:
-        _fail(str(exc))
-    _print_prepared(results)
+    render.prepared(runtime.run_flow(prepare_dataset, datasets=chosen, home=str(settings.home)))
 
 
 @app.command("list")
 def list_() -> None:
     """The datasets, variants and presets rnnbench knows."""
-    from rich.table import Table
+    from datamodules import catalog
+    from flows import render
+    from flows.plan import available_presets, load_preset
+    from modules.variants import VARIANTS
 
-    from datamodules.catalog import DATASETS, available
-    from flows.presets import available_presets, load_preset
-    from modules.registry import VARIANTS
-
-    settings = _setup()
-    console = _console()
-    specs = available(settings.data_root)
-    for title, group in (("datasets", DATASETS),
-                         ("your datasets", {k: v for k, v in specs.items() if k not in DATASETS})):
-        if not group:
-            continue
-        table = Table(title=title, title_justify="left")
-        for col in ("name", "modality", "task", "description", "parameters"):
-            table.add_column(col)
-        for spec in group.values():
-            params = " ".join(f"{k}={v}" for k, v in spec.defaults.items())
-            table.add_row(spec.name, spec.modality, spec.task, spec.description, params)
-        console.print(table)
-    console.print("variants: " + " ".join(VARIANTS))
-    presets = Table(title="presets", title_justify="left")
-    presets.add_column("name")
-    presets.add_column("description")
-    for name in available_presets():
-        presets.add_row(name, load_preset(name, specs).description)
-    console.print(presets)
+    settings = runtime.setup()
+    specs = catalog.available(settings.data_root)
+    render.catalogue(catalog.DATASETS, {k: v for k, v in specs.items() if k not in catalog.DATASETS},
+                     VARIANTS, [(name, load_preset(name).description) for name in available_presets()])
 
 
 def _wait_http(url: str, timeout: float) -> bool:
@@ -373,7 +252,7 @@ def ui(
     prefect_port: int = typer.Option(4200, help="port for the Prefect UI"),
 ) -> None:
     """Start the MLflow UI and a Prefect server on 127.0.0.1 over the local state."""
-    settings = _setup()
+    settings = runtime.setup()
     for port in (mlflow_port, prefect_port):
         if not 0 < port < 65536:
             _fail(f"port must be between 1 and 65535, got {port}")
@@ -388,7 +267,8 @@ def ui(
                           "--port", str(prefect_port)], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
     ]
-    console = _console()
+    from flows.render import console
+
     try:
         urls = {"MLflow": f"http://127.0.0.1:{mlflow_port}", "Prefect": f"http://127.0.0.1:{prefect_port}"}
         for name, url in urls.items():

@@ -1,5 +1,6 @@
 """Leaderboards rebuilt from MLflow alone: one per dataset, variants ranked on the test metric,
-with the trivial baseline as a reference row.
+with the trivial baseline as a reference row and failed sweeps named with their reason.
+Reads MLflow only: no Ray, Lightning or torch.
 """
 
 from __future__ import annotations
@@ -11,12 +12,9 @@ import pandas as pd
 from rich.table import Table
 
 from flows import tracking
-from flows.sweep import TASK_METRIC
+from modules import tasks
 
 INTEGER_COLUMNS = ("params", "trials")
-TASK_COLUMNS = {"classification": ["acc", "f1"], "forecasting": ["mae", "rmse", "mase"],
-                "regression": ["mse", "mae"], "language-model": ["bpc", "acc"],
-                "sequence": ["bpc", "acc"]}
 
 
 def baseline_metric_name(dataset: str, metric: str) -> str:
@@ -28,34 +26,38 @@ def baseline_tag(dataset: str) -> str:
 
 
 def build(tracking_uri: str, experiment_id: str, benchmark_run_id: str) -> dict[str, pd.DataFrame]:
-    """Rows from the FINISHED sweep runs below the benchmark run, baseline rows from its metrics."""
+    """Rows from the sweep runs below the benchmark run (FINISHED ones ranked, FAILED ones after
+    them with their reason), baseline rows from the benchmark run's metrics."""
     c = tracking.client(tracking_uri)
     bench = c.get_run(benchmark_run_id)
     sweeps = [r for r in tracking.children(tracking_uri, experiment_id, benchmark_run_id)
-              if r.data.tags.get(tracking.ROLE) == "sweep" and r.info.status == "FINISHED"]
-    tasks = {r.data.tags["dataset"]: r.data.tags.get("rnnbench.task") for r in sweeps}
+              if r.data.tags.get(tracking.ROLE) == "sweep" and r.info.status in ("FINISHED", "FAILED")]
+    task_names = {r.data.tags["dataset"]: r.data.tags.get("rnnbench.task") for r in sweeps}
     boards: dict[str, pd.DataFrame] = {}
     for dataset in sorted({r.data.tags["dataset"] for r in sweeps}):
-        task = tasks[dataset] or "classification"
-        name, mode = TASK_METRIC[task]
-        rows = []
+        task = tasks.get(task_names[dataset] or "classification")
+        name = task.monitor
+        rows, failed = [], []
         for run in (r for r in sweeps if r.data.tags["dataset"] == dataset):
             m = run.data.metrics
             best = {k[5:]: v for k, v in run.data.params.items() if k.startswith("best.")}
             row = {"variant": run.data.tags["variant"]}
-            row.update({f"test/{k}": m.get(f"test/{k}") for k in TASK_COLUMNS[task]})
+            row.update({f"test/{k}": m.get(f"test/{k}") for k in task.reported})
             row.update({f"val/{name}": m.get(f"val/{name}"), "params": int(m.get("n_params", 0)),
                         "time (s)": round(m.get("train_time_s", 0.0), 1),
                         "trials": int(m.get("trials", 0)),
                         "best hyperparameters": _compact(best), "run_id": run.info.run_id})
-            rows.append(row)
-        rows.sort(key=lambda r: (r[f"test/{name}"] is None,
-                                 -(r[f"test/{name}"] or 0) if mode == "max" else (r[f"test/{name}"] or 0)))
+            if run.info.status == "FAILED":
+                row["note"] = "failed: " + run.data.tags.get("rnnbench.error", "see the sweep run")[:200]
+                failed.append(row)
+            else:
+                rows.append(row)
+        key = f"test/{name}"
+        rows.sort(key=lambda r: (r[key] is None, -(r[key] or 0) if task.mode == "max" else (r[key] or 0)))
         base = {"variant": f"({bench.data.tags.get(baseline_tag(dataset), 'baseline')})"}
         base.update({f"test/{k}": bench.data.metrics.get(baseline_metric_name(dataset, f"test/{k}"))
-                     for k in TASK_COLUMNS[task]})
-        rows.append(base)
-        boards[dataset] = pd.DataFrame(rows)
+                     for k in task.reported})
+        boards[dataset] = pd.DataFrame([*rows, *failed, base])
     return boards
 
 
@@ -85,7 +87,7 @@ def _fmt(value, column: str = "") -> str:
 
 
 def display_columns(board: pd.DataFrame) -> list[str]:
-    return [c for c in board.columns if c != "run_id"]
+    return [c for c in board.columns if c != "run_id" and not (c == "note" and board[c].isna().all())]
 
 
 def to_markdown(dataset: str, board: pd.DataFrame, modality: str = "") -> str:
@@ -103,7 +105,9 @@ def to_rich(dataset: str, board: pd.DataFrame, modality: str = "") -> Table:
     for col in cols:
         table.add_column(col, justify="left" if col == "variant" else "right")
     for i, (_, row) in enumerate(board.iterrows()):
-        style = "dim" if str(row["variant"]).startswith("(") else ("bold green" if i == 0 else None)
+        failed = isinstance(row.get("note"), str)
+        style = "dim" if str(row["variant"]).startswith("(") else (
+            "red" if failed else ("bold green" if i == 0 else None))
         table.add_row(*(_fmt(row[c], c) for c in cols), style=style)
     return table
 

@@ -1,13 +1,18 @@
-"""Prefect flows: ``prepare_dataset``, ``sweep`` (one dataset, one variant) and ``benchmark``.
+"""Prefect flows: ``prepare_dataset``, ``import_dataset``, ``sweep`` (one dataset, one variant)
+and ``benchmark``.
 
-Flows take typed parameters (the Prefect UI renders them as a form), validate every name and
-size before any work starts, and leave no MLflow run RUNNING and no Ray instance behind.
+Every flow sets up its own state folder and services from its parameters (a run started from
+the Prefect UI behaves like one started from the CLI), builds and checks its plan with
+``flows.plan.make_plan`` before any MLflow run is opened, and leaves no MLflow run RUNNING and
+no Ray instance behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,9 +23,40 @@ from prefect.cache_policies import NO_CACHE
 from datamodules import catalog, userdata
 from datamodules.loaders import DataError
 from flows import leaderboard, progress, tracking
-from flows.presets import Preset, check_resources, load_preset, plan, select
-from flows.settings import Settings, load_settings
+from flows.plan import Plan, PlanError, PresetName, VariantName, make_plan
+from flows.settings import Settings, apply_environment, load_settings
 from flows.sweep import SweepRequest, run_sweep, stop_ray
+
+TRIGGER = "rnnbench.trigger"
+FLOW_RUN = "rnnbench.flow_run_id"
+RUN_KEY = "rnnbench.run_key"
+CODE = "rnnbench.code"
+
+
+class IncompleteBenchmark(RuntimeError):
+    """Some (dataset, variant) sweeps failed; the others finished and ``result`` holds them."""
+
+    def __init__(self, result: dict[str, Any]):
+        failed = ", ".join(f"{d}/{v}" for d, v, _ in result["failures"])
+        super().__init__(f"{len(result['failures'])} sweep(s) failed: {failed}")
+        self.result = result
+
+
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits and dashes only) for any names; a name
+    that had to change gets a short hash, so two names never share a key."""
+    raw = "-".join(parts)
+    slug = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", raw.lower())).strip("-")
+    if slug == raw:
+        return slug
+    return f"{slug}-{hashlib.sha256(raw.encode()).hexdigest()[:6]}"
+
+
+def _settings(home: Optional[str], tracking_uri: Optional[str] = None, experiment: Optional[str] = None,
+              ray_address: Optional[str] = None) -> Settings:
+    settings = load_settings(tracking_uri, experiment, ray_address, home)
+    apply_environment(settings)
+    return settings
 
 
 def _prepare_cache_key(context, parameters) -> Optional[str]:
@@ -60,13 +96,13 @@ def _manifest_markdown(manifest: dict, artifact_dir: str) -> str:
 
 def _publish_manifest(name: str, result: dict) -> None:
     create_markdown_artifact(_manifest_markdown(result["manifest"], result["artifact_dir"]),
-                             key=f"dataset-{name}", description=f"prepared {name}")
+                             key=artifact_key("dataset", name), description=f"prepared {name}")
 
 
 @flow(name="prepare_dataset")
 def prepare_dataset(datasets: list[str], home: Optional[str] = None) -> dict[str, dict]:
     """Prepare built-in or registered datasets into the state folder (reused when unchanged)."""
-    settings = load_settings(home=home)
+    settings = _settings(home)
     catalog.check_ready(datasets, settings.data_root)
     out = {}
     for name in datasets:
@@ -89,17 +125,11 @@ def import_dataset(source: str, kind: str, name: str, options: Optional[dict[str
                    home: Optional[str] = None) -> dict[str, dict]:
     """Register your own data (timeseries, text, audio or sequences) under ``name``; afterwards
     the benchmark and sweep flows take it by that name like a built-in dataset."""
-    settings = load_settings(home=home)
+    settings = _settings(home)
     userdata.make_spec(name, kind, Path(source), options)  # options checked before any work
     result = import_task(name, kind, source, options or {}, str(settings.data_root))
     _publish_manifest(name, result)
     return {name: result}
-
-
-def _run_key(preset: Preset, datasets: list[str], variants: list[str], settings: Settings,
-             scope: str) -> str:
-    blob = json.dumps([scope, preset.fingerprint(), datasets, variants, settings.experiment])
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 @task(name="tune-sweep", cache_policy=NO_CACHE)
@@ -108,71 +138,136 @@ def sweep_task(request: SweepRequest) -> dict:
     return run_sweep(request)
 
 
-def _open_benchmark_run(settings: Settings, experiment_id: str, run_key: str, preset: Preset,
-                        datasets: list[str], variants: list[str], role: str) -> tuple[str, bool]:
-    """An unfinished run of the same command is resumed; otherwise a new run starts."""
-    uri = settings.tracking_uri
-    previous = tracking.find_child(uri, experiment_id, None,
-                                   {tracking.ROLE: role, "rnnbench.run_key": run_key})
-    if previous is not None and previous.info.status != "FINISHED":
-        tracking.client(uri).update_run(previous.info.run_id, status="RUNNING")
-        return previous.info.run_id, True
-    tags = {tracking.ROLE: role, "preset": preset.name, "rnnbench.run_key": run_key,
-            "datasets": ",".join(datasets), "variants": ",".join(variants)}
-    params = {"preset": preset.name, "datasets": ",".join(datasets), "variants": ",".join(variants),
-              **{f"budget.{k}": v for k, v in vars(preset.budget).items()},
-              **tracking.provenance(preset.budget.seed)}
-    run_id = tracking.create_run(uri, experiment_id, f"{role}-{preset.name}", tags, params)
-    tracking.log_json(uri, run_id, {"source": preset.source}, "preset.json")
-    return run_id, False
+def _run_key(plan: Plan, role: str) -> str:
+    """What "the same command" means: role, preset text, datasets, variants and experiment."""
+    blob = json.dumps([role, plan.preset.fingerprint(), plan.datasets, plan.variants,
+                       plan.settings.experiment])
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _run(settings: Settings, preset: Preset, datasets: list[str], variants: list[str],
-         role: str, show_progress: bool) -> dict[str, Any]:
+def _trigger() -> tuple[str, Optional[str], int]:
+    """How this flow run was started (cli, python, deployment, schedule), its id and attempt."""
+    from prefect.runtime import deployment, flow_run
+
+    if "auto-scheduled" in (flow_run.tags or []):
+        trigger = "schedule"
+    elif deployment.id:
+        trigger = "deployment"
+    else:
+        trigger = os.environ.get("RNNBENCH_TRIGGER", "python")
+    return trigger, flow_run.id, int(flow_run.run_count or 1)
+
+
+def _resumable(run, fingerprint: str) -> str | None:
+    """Why ``run`` cannot be resumed, or None when it can."""
+    if run.info.status == "FINISHED":
+        return f"benchmark run {run.info.run_id} FINISHED; there is nothing to resume"
+    if tracking.has_live_owner(run):
+        return f"benchmark run {run.info.run_id} is being driven by another process right now"
+    theirs = run.data.tags.get(CODE, "unknown")
+    if theirs != fingerprint:
+        return (f"benchmark run {run.info.run_id} was started by other code ({theirs}, this is "
+                f"{fingerprint}); resuming it would mix results")
+    return None
+
+
+def _open_benchmark_run(plan: Plan, experiment_id: str, role: str, resume: Optional[str]
+                        ) -> tuple[str, str]:
+    """(run id, one line saying whether it resumed an unfinished run or started a new one).
+
+    Resumed: the run named by ``resume``; the same Prefect flow run retried; or, for a run
+    started by hand (CLI or Python), the newest unfinished run of the same command that no
+    live process owns and that the same code started. Anything else starts a new run."""
+    uri = plan.settings.tracking_uri
+    fingerprint = tracking.code_fingerprint()
+    trigger, flow_run_id, attempt = _trigger()
+    client = tracking.client(uri)
+    run_key = _run_key(plan, role)
+    candidate, note = None, ""
+    if resume:
+        try:
+            candidate = client.get_run(resume)
+        except Exception:
+            raise PlanError(f"--resume {resume}: no such MLflow run in {uri}") from None
+        if candidate.info.experiment_id != experiment_id or candidate.data.tags.get(tracking.ROLE) != role:
+            raise PlanError(f"--resume {resume}: not a {role} run of experiment {plan.settings.experiment!r}")
+        reason = _resumable(candidate, fingerprint)
+        if reason:
+            raise PlanError(f"--resume {resume}: {reason}")
+    elif attempt > 1 and flow_run_id:
+        candidate = tracking.find_child(uri, experiment_id, None, {FLOW_RUN: str(flow_run_id)})
+        note = " (Prefect retry of the same flow run)"
+    elif trigger in ("cli", "python"):
+        candidate = tracking.find_child(uri, experiment_id, None, {tracking.ROLE: role, RUN_KEY: run_key})
+        if candidate is not None and _resumable(candidate, fingerprint):
+            candidate = None
+    if candidate is not None and (resume or not _resumable(candidate, fingerprint)):
+        client.update_run(candidate.info.run_id, status="RUNNING")
+        return candidate.info.run_id, f"resuming unfinished {role} run {candidate.info.run_id}{note}"
+    p = plan.preset
+    tags = {tracking.ROLE: role, "preset": p.name, RUN_KEY: run_key, CODE: fingerprint,
+            TRIGGER: trigger, "datasets": ",".join(plan.datasets), "variants": ",".join(plan.variants)}
+    if flow_run_id:
+        tags[FLOW_RUN] = str(flow_run_id)
+    params = {"preset": p.name, "datasets": ",".join(plan.datasets), "variants": ",".join(plan.variants),
+              **{f"budget.{k}": v for k, v in p.budget.model_dump().items()},
+              **tracking.provenance(p.budget.seed, p.budget.deterministic)}
+    run_id = tracking.create_run(uri, experiment_id, f"{role}-{p.name}", tags, params)
+    tracking.log_json(uri, run_id, {"source": p.source}, "preset.json")
+    return run_id, f"new {role} run {run_id}"
+
+
+def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> dict[str, Any]:
+    settings = plan.settings
     uri = settings.tracking_uri
     experiment_id = tracking.ensure_experiment(uri, settings.experiment, settings.artifact_root)
-    run_key = _run_key(preset, datasets, variants, settings, role)
-    run_id, resumed = _open_benchmark_run(settings, experiment_id, run_key, preset, datasets,
-                                          variants, role)
+    run_id, opened = _open_benchmark_run(plan, experiment_id, role, resume)
+    if show_progress:
+        progress.console.print(opened, highlight=False)
     status = "FAILED"
     summaries: list[dict] = []
-    specs = catalog.available(settings.data_root)
-    pairs, skipped = plan(datasets, variants, specs)
-    if skipped:
-        tracking.set_tags(uri, run_id, {"rnnbench.skipped": "; ".join(skipped)[:4000]})
+    failures: list[tuple[str, str, str]] = []
+    if plan.skipped:
+        tracking.set_tags(uri, run_id, {"rnnbench.skipped": "; ".join(plan.skipped)[:4000]})
     try:
-        with progress.display(len(pairs), enabled=show_progress) as shown:
-            for note in skipped:
+        with tracking.Heartbeat(uri, run_id), progress.display(len(plan.pairs), enabled=show_progress) as shown:
+            for note in plan.skipped:
                 if shown is not None:
                     shown.progress.console.print(f"  [yellow]-[/] {note}")
-            for dataset in datasets:
+            for dataset in plan.datasets:
                 prepared = prepare_task(dataset, str(settings.data_root),
-                                        preset.dataset_params.get(dataset))
+                                        plan.preset.dataset_params.get(dataset))
                 artifact_dir = Path(prepared["artifact_dir"])
-                baseline = catalog.baseline_scores(artifact_dir)
-                tracking.log_metrics(uri, run_id, {leaderboard.baseline_metric_name(dataset, k): v
-                                                   for k, v in baseline.items()})
-                tracking.set_tags(uri, run_id, {leaderboard.baseline_tag(dataset):
-                                                catalog.baseline_name(prepared["manifest"])})
-                for variant in (v for d, v in pairs if d == dataset):
+                _record_baseline(plan, dataset, artifact_dir, run_id)
+                for variant in plan.variants_for(dataset):
                     request = SweepRequest(
-                        dataset=dataset, variant=variant, artifact_dir=artifact_dir, preset=preset,
-                        settings=settings, experiment_id=experiment_id, run_key=run_key,
-                        parent_run_id=run_id, tags={"preset": preset.name})
-                    summaries.append(sweep_task(request))
+                        dataset=dataset, variant=plan.variant(variant), task=plan.task(dataset),
+                        artifact_dir=artifact_dir, budget=plan.preset.budget,
+                        space=plan.preset.space_for(dataset, variant), settings=settings,
+                        experiment_id=experiment_id, parent_run_id=run_id,
+                        tags={"preset": plan.preset.name})
+                    try:
+                        summaries.append(sweep_task(request))
+                    except Exception as exc:  # one failing pair does not stop the others
+                        failures.append((dataset, variant, f"{type(exc).__name__}: {exc}"))
         boards = leaderboard.build(uri, experiment_id, run_id)
         out_dir = settings.reports_root / run_id
-        paths = leaderboard.write(boards, out_dir, {d: specs[d].modality for d in boards})
+        paths = leaderboard.write(boards, out_dir, plan.modalities)
         tracking.log_files(uri, run_id, paths, "leaderboard")
         for dataset, board in boards.items():
             table = board.drop(columns=["run_id"]).astype(object).where(board.notna(), None)
-            create_table_artifact(table.to_dict(orient="records"), key=f"leaderboard-{dataset}",
+            create_table_artifact(table.to_dict(orient="records"), key=artifact_key("leaderboard", dataset),
                                   description=f"rnnbench leaderboard for {dataset}, MLflow run {run_id}")
         create_markdown_artifact((out_dir / "leaderboard.md").read_text(), key="leaderboard",
                                  description=f"MLflow experiment {settings.experiment}, run {run_id}")
+        result = {"run_id": run_id, "experiment_id": experiment_id, "opened": opened,
+                  "resumed": opened.startswith("resuming"), "boards": boards, "reports": str(out_dir),
+                  "sweeps": summaries, "failures": failures, "modalities": plan.modalities}
+        if failures:
+            tracking.set_tags(uri, run_id, {"rnnbench.failed": "; ".join(f"{d}/{v}: {r}" for d, v, r in failures)[:4000]})
+            raise IncompleteBenchmark(result)
         status = "FINISHED"
-        return {"run_id": run_id, "experiment_id": experiment_id, "resumed": resumed,
-                "boards": boards, "reports": str(out_dir), "sweeps": summaries}
+        return result
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -182,30 +277,48 @@ def _run(settings: Settings, preset: Preset, datasets: list[str], variants: list
         stop_ray()
 
 
+def _record_baseline(plan: Plan, dataset: str, artifact_dir: Path, run_id: str) -> None:
+    """The task's trivial baseline, scored on val and test like the models, on the run."""
+    from flows.training import PreparedData, score_baseline
+
+    uri = plan.settings.tracking_uri
+    data = PreparedData.load(artifact_dir)
+    task = plan.task(dataset)
+    scores = score_baseline(task, data)
+    tracking.log_metrics(uri, run_id, {leaderboard.baseline_metric_name(dataset, k): v
+                                       for k, v in scores.items()})
+    tracking.set_tags(uri, run_id, {leaderboard.baseline_tag(dataset): task.baseline_name(data.data)})
+
+
+def _variant_names(variants: Optional[list], extra_variants: Optional[list[str]]) -> Optional[list[str]]:
+    chosen = [getattr(v, "value", v) for v in (variants or [])] + list(extra_variants or [])
+    return chosen or None
+
+
 @flow(name="benchmark")
-def benchmark(preset: str = "quick", datasets: Optional[list[str]] = None,
-              variants: Optional[list[str]] = None, experiment: Optional[str] = None,
+def benchmark(preset: PresetName = PresetName.quick, preset_path: Optional[str] = None,
+              datasets: Optional[list[str]] = None, variants: Optional[list[VariantName]] = None,
+              extra_variants: Optional[list[str]] = None, experiment: Optional[str] = None,
               tracking_uri: Optional[str] = None, ray_address: Optional[str] = None,
+              home: Optional[str] = None, resume: Optional[str] = None,
               show_progress: bool = False) -> dict[str, Any]:
-    """Prepare each dataset, sweep each variant with Ray Tune, and build the leaderboards."""
-    settings = load_settings(tracking_uri, experiment, ray_address)
-    specs = catalog.available(settings.data_root)
-    p = load_preset(preset, specs)
-    ds, vs = select(p, datasets, variants, specs)
-    catalog.check_ready(ds, settings.data_root)
-    check_resources(p, settings.ray_address)
-    return _run(settings, p, ds, vs, "benchmark", show_progress)
+    """Prepare each dataset, sweep each variant with Ray Tune, and build the leaderboards.
+
+    ``preset``: a shipped preset, or ``preset_path`` to your own TOML file. ``variants``: the
+    built-in ones to run (default: the preset's); ``extra_variants``: variants your preset
+    declares under [custom_variants]. ``resume``: an unfinished benchmark run id to continue."""
+    settings = _settings(home, tracking_uri, experiment, ray_address)
+    plan = make_plan(settings, preset, preset_path, datasets, _variant_names(variants, extra_variants))
+    return _run(plan, "benchmark", resume, show_progress)
 
 
 @flow(name="sweep")
-def sweep(dataset: str, variant: str, preset: str = "quick", experiment: Optional[str] = None,
+def sweep(dataset: str, variant: str, preset: PresetName = PresetName.quick,
+          preset_path: Optional[str] = None, experiment: Optional[str] = None,
           tracking_uri: Optional[str] = None, ray_address: Optional[str] = None,
+          home: Optional[str] = None, resume: Optional[str] = None,
           show_progress: bool = False) -> dict[str, Any]:
     """One Ray Tune sweep (one dataset, one variant), recorded under its own parent run."""
-    settings = load_settings(tracking_uri, experiment, ray_address)
-    specs = catalog.available(settings.data_root)
-    p = load_preset(preset, specs)
-    ds, vs = select(p, [dataset], [variant], specs)
-    catalog.check_ready(ds, settings.data_root)
-    check_resources(p, settings.ray_address)
-    return _run(settings, p, ds, vs, "benchmark", show_progress)
+    settings = _settings(home, tracking_uri, experiment, ray_address)
+    plan = make_plan(settings, preset, preset_path, [dataset], [variant])
+    return _run(plan, "benchmark", resume, show_progress)

@@ -6,11 +6,11 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from ray.tune import Callback
-from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn)
 
-console = Console(stderr=False, highlight=False)
+from flows.render import console
+
 _display: "Display | None" = None
 
 

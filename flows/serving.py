@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
+import datamodules
 import modules
-from datamodules.artifact import read_extra, read_manifest
+from flows.training import PreparedData
+from modules import tasks
+from modules.tasks import Task
+from modules.variants import Variant
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 MODEL_NAME = "model"
-_DATA_KEYS = ("task", "num_classes", "horizon", "input_dim", "vocab_size", "target_channel", "window",
-              "outputs", "season")
 
 
 def requirements() -> list[str]:
@@ -29,8 +33,6 @@ def requirements() -> list[str]:
 def sample_text(module, vocab: list[str], prompt: str = "ROMEO.\n", length: int = 400,
                 temperature: float = 0.8, seed: int = 0) -> str:
     """Characters drawn one at a time from a trained character language model."""
-    from modules.sequence import apply_head
-
     index = {c: i for i, c in enumerate(vocab)}
     ids = [index.get(c, 1) for c in prompt]
     generator = torch.Generator().manual_seed(seed)
@@ -38,43 +40,79 @@ def sample_text(module, vocab: list[str], prompt: str = "ROMEO.\n", length: int 
     with torch.no_grad():
         for _ in range(length):
             context = torch.tensor([ids[-256:]])
-            logits = apply_head(module.net, module.head, context, torch.tensor([context.size(1)]))[0, -1]
+            logits = module.net(context, torch.tensor([context.size(1)]))[0, -1]
             logits[:2] = float("-inf")  # never emit padding or <unk>
             probs = torch.softmax(logits / temperature, dim=-1)
             ids.append(int(torch.multinomial(probs, 1, generator=generator)))
     return "".join(vocab[i] for i in ids)
 
 
-def write_model_files(module, variant: str, hparams: dict[str, Any], artifact_dir: Path,
-                      out: Path, custom_variants: dict[str, str] | None = None) -> dict[str, str]:
+def _package_dir(module_name: str) -> Path | None:
+    """The folder (or single file) of the top-level package a module belongs to."""
+    spec = importlib.util.find_spec(module_name.split(".")[0])
+    if spec is None or spec.origin is None:
+        return None
+    origin = Path(spec.origin)
+    return origin.parent if origin.name == "__init__.py" else origin
+
+
+# The part of ``datamodules`` a served model runs: the tokenizing and scaling code that
+# preparation used (not the readers, nor the vendored raw data).
+SERVED_DATA_CODE = ("__init__.py", "text.py", "scaling.py")
+
+
+def _served_datamodules(out: Path) -> Path:
+    package = out / "code" / "datamodules"
+    package.mkdir(parents=True, exist_ok=True)
+    for name in SERVED_DATA_CODE:
+        source = Path(datamodules.__file__).parent / name
+        if source.is_file():
+            shutil.copyfile(source, package / name)
+    return package
+
+
+def code_paths(variant: Variant, task: Task, out: Path) -> list[str]:
+    """The code a logged model imports: rnnbench's ``modules``, the served part of
+    ``datamodules``, plus the package of a variant or a task defined outside rnnbench, so the
+    model loads where none of them is installed."""
+    paths = {Path(modules.__file__).parent, _served_datamodules(out)}
+    for module_name in (None if variant.builtin else variant.module, tasks.module_of(task)):
+        if module_name:
+            found = _package_dir(module_name)
+            if found is not None:
+                paths.add(found)
+    return sorted(str(p) for p in paths)
+
+
+def write_model_files(module, variant: Variant, task: Task, hparams: dict[str, Any],
+                      dataset: PreparedData, out: Path) -> dict[str, str]:
     """Weights and the JSON spec the pyfunc rebuilds the network from; returns MLflow artifacts."""
-    manifest = read_manifest(artifact_dir)
+    manifest = dataset.manifest
     spec: dict[str, Any] = {
-        "variant": variant, "hparams": hparams, "custom_variants": custom_variants or {},
-        "data": {k: manifest[k] for k in _DATA_KEYS if k in manifest},
+        "variant": variant.to_spec(), "task": task.name, "task_module": tasks.module_of(task),
+        "hparams": hparams, "data": dataset.data,
         "dataset": manifest["dataset"], "content_hash": manifest["content_hash"],
     }
     for extra in ("labels", "vocab", "scaler", "tokenizer", "channels", "featurizer"):
-        if extra in manifest.get("extras", []):
-            spec[extra] = read_extra(artifact_dir, extra)
-    weights = {k: v for k, v in module.state_dict().items() if k.startswith(("net.", "head."))}
+        if extra in dataset.extras:
+            spec[extra] = dataset.extras[extra]
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(weights, out / "weights.pt")
+    torch.save(module.net.state_dict(), out / "weights.pt")
     (out / "spec.json").write_text(json.dumps(spec, sort_keys=True))
     return {"weights": str(out / "weights.pt"), "spec": str(out / "spec.json")}
 
 
-def log_model(tracking_uri: str, run_id: str, module, variant: str, hparams: dict[str, Any],
-              artifact_dir: Path, workdir: Path, custom_variants: dict[str, str] | None = None) -> str:
+def log_model(tracking_uri: str, run_id: str, module, variant: Variant, task: Task,
+              hparams: dict[str, Any], dataset: PreparedData, workdir: Path) -> str:
     """Log the model on ``run_id``; returns its ``runs:/`` URI."""
     import mlflow
 
-    artifacts = write_model_files(module, variant, hparams, artifact_dir, workdir, custom_variants)
+    artifacts = write_model_files(module, variant, task, hparams, dataset, workdir)
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(run_id=run_id):
         mlflow.pyfunc.log_model(
             name=MODEL_NAME, python_model=str(MODEL_CODE), artifacts=artifacts,
-            code_paths=[str(Path(modules.__file__).parent)], pip_requirements=requirements(),
+            code_paths=code_paths(variant, task, workdir), pip_requirements=requirements(),
         )
     # start_run(run_id=...) ends the run as FINISHED on exit; the caller decides the final status
     mlflow.MlflowClient(tracking_uri).update_run(run_id, status="RUNNING")

@@ -7,16 +7,20 @@ Defaults need no server: MLflow in SQLite, Prefect's temporary API, a local Ray,
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     home: Path
     tracking_uri: str
     experiment: str
-    ray_address: str | None
+    ray_address: Optional[str] = None
+    prefect_api_url: Optional[str] = None
 
     @property
     def data_root(self) -> Path:
@@ -49,13 +53,15 @@ def load_settings(tracking_uri: str | None = None, experiment: str | None = None
         or f"sqlite:///{root / 'mlflow.db'}",
         experiment=experiment or os.environ.get("RNNBENCH_EXPERIMENT") or "rnnbench",
         ray_address=ray_address or os.environ.get("RAY_ADDRESS") or None,
+        prefect_api_url=os.environ.get("PREFECT_API_URL") or None,
     )
 
 
 def apply_environment(settings: Settings) -> None:
     """Export what child processes and late-imported libraries read from the environment.
 
-    Must run before Prefect is imported (it reads PREFECT_HOME then) and before Ray starts.
+    The CLI calls it before Prefect is imported (Prefect reads PREFECT_HOME then); a flow run
+    started by Prefect calls it again for its own settings before it opens any run.
     """
     settings.home.mkdir(parents=True, exist_ok=True)
     os.environ["RNNBENCH_HOME"] = str(settings.home)
@@ -66,8 +72,6 @@ def apply_environment(settings: Settings) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Tune's own console reporter gives way to rnnbench's progress display
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Ctrl-C must reach rnnbench (runs marked KILLED); Tune's saved state still allows resume
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

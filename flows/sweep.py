@@ -1,12 +1,13 @@
 """The Ray Tune sweep of one variant on one dataset, built in one place, and its MLflow record.
 
 A sweep run holds the best trial's configuration, its validation and test scores, the model
-(see flows.serving) and the sweep's compute time; its trials are nested runs below it.
+(see flows.serving) and the sweep's compute time; its trials are nested runs below it. A sweep
+is identified by its key (dataset, variant, seed) under its benchmark run, and its Tune state
+lives under that benchmark run's id, so only that run can resume it.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -16,44 +17,54 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from datamodules.artifact import read_extra, read_manifest
-from datamodules.datamodule import SequenceDataModule
 from flows import progress, tracking
-from flows.presets import Preset, search_space
+from flows.plan import Budget, search_space
 from flows.quiet import silence
 from flows.settings import Settings
-from flows.trial import (CHECKPOINT_FILE, CONTEXT_KEY, build_module, hyperparameters, load_weights,
-                         make_trainer, train_trial)
+from flows.training import PreparedData, evaluate, load_weights, build_module
+from flows.trial import CHECKPOINT_FILE, CONTEXT_KEY, hyperparameters, train_trial
+from modules.tasks import Task
+from modules.variants import Variant
 
-# The metric each task is tuned and ranked on: (name without stage, mode)
-TASK_METRIC = {"classification": ("acc", "max"), "forecasting": ("mae", "min"),
-               "regression": ("mse", "min"), "language-model": ("bpc", "min"),
-               "sequence": ("bpc", "min")}
-REPORTED = {"classification": ["val/loss", "val/acc", "val/f1", "train/loss"],
-            "forecasting": ["val/loss", "val/mae", "val/rmse", "val/mase", "train/loss"],
-            "regression": ["val/loss", "val/mse", "val/mae", "train/loss"],
-            "language-model": ["val/loss", "val/bpc", "val/acc", "train/loss"],
-            "sequence": ["val/loss", "val/bpc", "val/acc", "train/loss"]}
+SWEEP_KEY = "rnnbench.sweep"
 
 
 @dataclass
 class SweepRequest:
     dataset: str
-    variant: str
+    variant: Variant
+    task: Task
     artifact_dir: Path
-    preset: Preset
+    budget: Budget
+    space: dict[str, Any]  # preset sampler tables, already merged for this dataset and variant
     settings: Settings
     experiment_id: str
-    run_key: str  # identifies "the same command" so an interrupted sweep resumes
-    parent_run_id: str | None = None
+    parent_run_id: str  # the benchmark run: the sweep's Tune state belongs to it
     tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """What identifies the sweep within its benchmark run (a seed repeat is another sweep)."""
+        return f"{self.dataset}/{self.variant.name}/seed{self.budget.seed}"
+
+    @property
+    def tune_path(self) -> Path:
+        return (self.settings.tune_root / self.parent_run_id
+                / f"{self.dataset}__{self.variant.name}__seed{self.budget.seed}")
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Tune stopped on Ctrl-C or SIGTERM after saving its state; the same run can resume."""
 
 
 def start_ray(settings: Settings) -> None:
     """Start (or join, with --ray-address) Ray once per process, quietly."""
+    import os
+
     if ray.is_initialized():
         return
     silence()
@@ -61,7 +72,8 @@ def start_ray(settings: Settings) -> None:
         address=settings.ray_address, include_dashboard=False, log_to_driver=False,
         logging_level="ERROR", configure_logging=True,
         runtime_env={"worker_process_setup_hook": "flows.quiet.silence",
-                     "env_vars": {"PYTHONWARNINGS": "ignore", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}},
+                     "env_vars": {"PYTHONWARNINGS": "ignore",
+                                  "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}},
     )
 
 
@@ -70,27 +82,27 @@ def stop_ray() -> None:
         ray.shutdown()
 
 
-def _tuner(req: SweepRequest, sweep_run_id: str, tags: dict[str, str], metric: str, mode: str,
-           path: Path) -> tune.Tuner:
-    b = req.preset.budget
-    manifest = read_manifest(req.artifact_dir)
-    trainable = tune.with_resources(train_trial, {"cpu": b.cpus_per_trial, "gpu": b.gpus_per_trial})
+def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: dict[str, str]) -> tune.Tuner:
+    b = req.budget
+    metric, mode = f"val/{req.task.monitor}", req.task.mode
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, dataset=dataset, variant=req.variant, task=req.task),
+        {"cpu": b.cpus_per_trial, "gpu": b.gpus_per_trial})
+    path = req.tune_path
     if tune.Tuner.can_restore(str(path)):
         return tune.Tuner.restore(str(path), trainable, resume_errored=True)
     if path.exists():  # interrupted before Tune saved any state: nothing to resume
         shutil.rmtree(path)
     context = {
-        "artifact_dir": str(req.artifact_dir), "variant": req.variant, "seed": b.seed,
-        "max_epochs": b.max_epochs, "tracking_uri": req.settings.tracking_uri,
-        "experiment_id": req.experiment_id, "parent_run_id": sweep_run_id,
-        "tags": tags, "report_metrics": REPORTED[manifest["task"]],
-        "custom_variants": req.preset.custom_variants,
-        "threads": max(1, int(b.cpus_per_trial)),
+        "seed": b.seed, "max_epochs": b.max_epochs, "tracking_uri": req.settings.tracking_uri,
+        "experiment_id": req.experiment_id, "parent_run_id": sweep_run_id, "tags": tags,
+        "threads": max(1, int(b.cpus_per_trial)), "deterministic": b.deterministic,
+        # a trial that asked for no GPU trains on the CPU, even on a node that has one
+        "accelerator": "gpu" if b.gpus_per_trial > 0 else "cpu",
     }
-    space = {**search_space(req.preset.space_for(req.dataset, req.variant)), CONTEXT_KEY: context}
     return tune.Tuner(
         trainable,
-        param_space=space,
+        param_space={**search_space(req.space), CONTEXT_KEY: context},
         tune_config=TuneConfig(
             metric=metric, mode=mode, num_samples=b.num_samples,
             max_concurrent_trials=b.max_concurrent_trials, reuse_actors=True,
@@ -100,7 +112,8 @@ def _tuner(req: SweepRequest, sweep_run_id: str, tags: dict[str, str], metric: s
         ),
         run_config=RunConfig(
             name=path.name, storage_path=str(path.parent), verbose=0,
-            callbacks=[progress.TrialProgress(f"{req.dataset} · {req.variant}", metric, mode, b.max_epochs)],
+            callbacks=[progress.TrialProgress(f"{req.dataset} · {req.variant.name}", metric, mode,
+                                              b.max_epochs)],
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric,
                                                checkpoint_score_order=mode),
             failure_config=FailureConfig(max_failures=1),
@@ -108,16 +121,10 @@ def _tuner(req: SweepRequest, sweep_run_id: str, tags: dict[str, str], metric: s
     )
 
 
-def evaluate(req: SweepRequest, hparams: dict[str, Any], checkpoint_path: Path) -> tuple[dict, Any]:
-    """Score a trial's checkpoint on the test split; returns (metrics, module)."""
-    manifest = read_manifest(req.artifact_dir)
-    module = build_module(req.variant, hparams, manifest, req.artifact_dir, req.preset.custom_variants)
-    module.load_state_dict(load_weights(checkpoint_path))
-    datamodule = SequenceDataModule(req.artifact_dir, batch_size=int(hparams["batch_size"]))
-    trainer = make_trainer(1, 0.0, [])
-    trainer.test(module, datamodule, verbose=False)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    return metrics, module
+def _interrupted(grid) -> bool:
+    """Tune's SIGINT handler ends ``fit`` early (after saving state) with trials unfinished."""
+    trials = grid._experiment_analysis.trials
+    return any(t.status not in (Trial.TERMINATED, Trial.ERROR) for t in trials)
 
 
 def run_sweep(req: SweepRequest) -> dict[str, Any]:
@@ -125,38 +132,40 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
     from flows import serving
 
     uri = req.settings.tracking_uri
-    manifest = read_manifest(req.artifact_dir)
-    name, mode = TASK_METRIC[manifest["task"]]
-    metric = f"val/{name}"
-    tags = {**req.tags, "dataset": req.dataset, "variant": req.variant,
-            "modality": manifest["modality"], "rnnbench.task": manifest["task"],
-            "rnnbench.run_key": req.run_key}
-    lookup = {"rnnbench.role": "sweep", "dataset": req.dataset, "variant": req.variant,
-              "rnnbench.run_key": req.run_key}
-    previous = tracking.find_child(uri, req.experiment_id, req.parent_run_id, lookup)
+    dataset = PreparedData.load(req.artifact_dir)
+    name = req.task.monitor
+    metric, mode = f"val/{name}", req.task.mode
+    tags = {**req.tags, "dataset": req.dataset, "variant": req.variant.name,
+            "modality": dataset.manifest["modality"], "rnnbench.task": req.task.name,
+            SWEEP_KEY: req.key}
+    previous = tracking.find_child(uri, req.experiment_id, req.parent_run_id,
+                                   {tracking.ROLE: "sweep", SWEEP_KEY: req.key})
     shown = progress.current()
+    label = f"{req.dataset:<16} {req.variant.name:<12}"
     if previous is not None and previous.info.status == "FINISHED":
         if shown is not None:
-            shown.end_sweep(f"  [green]✓[/] {req.dataset:<16} {req.variant:<12} finished earlier, kept")
+            shown.end_sweep(f"  [green]✓[/] {label} finished earlier, kept")
         return summary_from_run(previous)
     if previous is not None:
         sweep_run_id = previous.info.run_id
         tracking.client(uri).update_run(sweep_run_id, status="RUNNING")
     else:
         sweep_run_id = tracking.create_run(
-            uri, req.experiment_id, f"{req.dataset}/{req.variant}", {**tags, tracking.ROLE: "sweep"},
-            params={"num_samples": req.preset.budget.num_samples,
-                    "max_epochs": req.preset.budget.max_epochs, "metric": metric, "mode": mode},
+            uri, req.experiment_id, f"{req.dataset}/{req.variant.name}", {**tags, tracking.ROLE: "sweep"},
+            params={"num_samples": req.budget.num_samples, "max_epochs": req.budget.max_epochs,
+                    "metric": metric, "mode": mode, "seed": req.budget.seed},
             parent_run_id=req.parent_run_id)
-        tracking.dataset_input(uri, sweep_run_id, manifest)
+        tracking.dataset_input(uri, sweep_run_id, dataset.manifest)
 
     if shown is not None:
-        shown.start_sweep(f"{req.dataset} · {req.variant}", req.preset.budget.num_samples * req.preset.budget.max_epochs)
-    path = req.settings.tune_root / req.run_key / f"{req.dataset}__{req.variant}"
+        shown.start_sweep(f"{req.dataset} · {req.variant.name}", req.budget.num_samples * req.budget.max_epochs)
     status = "FAILED"
     try:
         start_ray(req.settings)
-        grid = _tuner(req, sweep_run_id, tags, metric, mode, path).fit()
+        tuner = _tuner(req, dataset, sweep_run_id, tags)
+        grid = tuner.fit()
+        if _interrupted(grid):
+            raise SweepInterrupted
         for result in grid:
             trial_run = tracking.find_child(uri, req.experiment_id, sweep_run_id,
                                             {"rnnbench.trial_id": result.metrics.get("trial_id", "")})
@@ -164,41 +173,48 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
                 epochs = int(result.metrics.get("training_iteration", 0))
                 tracking.set_tags(uri, trial_run.info.run_id,
                                   {"rnnbench.epochs": epochs,
-                                   "rnnbench.stopped_early": str(epochs < req.preset.budget.max_epochs).lower()})
+                                   "rnnbench.stopped_early": str(epochs < req.budget.max_epochs).lower()})
                 tracking.finish(uri, trial_run.info.run_id, "FAILED" if result.error else "FINISHED")
         ok = [r for r in grid if r.error is None and r.metrics and metric in r.metrics]
         if not ok:
             first_error = next((r.error for r in grid if r.error is not None), None)
-            raise RuntimeError(f"every trial of {req.dataset}/{req.variant} failed: {first_error}")
+            raise RuntimeError(f"every trial of {req.dataset}/{req.variant.name} failed: {first_error}")
         best = grid.get_best_result(metric, mode, scope="all")
         # the checkpoint with the best validation score is the model that gets tested and logged
         pick = max if mode == "max" else min
         checkpoint, ckpt_metrics = pick(best.best_checkpoints, key=lambda cm: cm[1][metric])
         best_val = float(ckpt_metrics[metric])
         hparams = hyperparameters(best.config)
+        module = build_module(req.variant, req.task, hparams, dataset.data)
         with checkpoint.as_directory() as ckpt_dir:
-            test_metrics, module = evaluate(req, hparams, Path(ckpt_dir) / CHECKPOINT_FILE)
+            module.load_state_dict(load_weights(Path(ckpt_dir) / CHECKPOINT_FILE))
+        test_metrics = evaluate(module, dataset, "test", batch_size=int(hparams["batch_size"]))
         train_time = float(sum(r.metrics.get("time_total_s", 0.0) for r in grid if r.metrics))
+        failed = sum(1 for r in grid if r.error is not None)
         metrics = {**test_metrics, metric: best_val, "n_params": module.n_params,
-                   "train_time_s": train_time, "trials": len(grid)}
+                   "train_time_s": train_time, "trials": len(grid), "trials_failed": failed}
         tracking.log_metrics(uri, sweep_run_id, metrics)
         tracking.log_params(uri, sweep_run_id, {f"best.{k}": v for k, v in hparams.items()})
         tracking.set_tags(uri, sweep_run_id, {"rnnbench.best_trial_id": best.metrics.get("trial_id", "")})
-        if manifest["task"] == "language-model":  # one-to-many: text generated from a prompt
-            sample = serving.sample_text(module, read_extra(req.artifact_dir, "vocab"), seed=req.preset.budget.seed)
+        if req.task.causal:  # one-to-many: text generated from a prompt by a language model
+            sample = serving.sample_text(module, dataset.extras["vocab"], seed=req.budget.seed)
             tracking.log_text(uri, sweep_run_id, sample, "sample.txt")
         with tempfile.TemporaryDirectory() as tmp:
-            serving.log_model(uri, sweep_run_id, module, req.variant, hparams, req.artifact_dir,
-                              Path(tmp), req.preset.custom_variants)
+            serving.log_model(uri, sweep_run_id, module, req.variant, req.task, hparams, dataset, Path(tmp))
         status = "FINISHED"
-        summary = {"dataset": req.dataset, "variant": req.variant, "run_id": sweep_run_id, **metrics,
-                   "best": hparams}
+        summary = {"dataset": req.dataset, "variant": req.variant.name, "run_id": sweep_run_id,
+                   **metrics, "best": hparams}
         if shown is not None:
             score = test_metrics.get(f"test/{name}")
-            shown.end_sweep(f"  [green]✓[/] {req.dataset:<16} {req.variant:<12} test/{name} {score:.3f}")
+            shown.end_sweep(f"  [green]✓[/] {label} val/{name} {best_val:.3f}  test/{name} {score:.3f}")
         return summary
     except KeyboardInterrupt:
         status = "KILLED"
+        raise
+    except BaseException as exc:
+        tracking.set_tags(uri, sweep_run_id, {"rnnbench.error": f"{type(exc).__name__}: {exc}"[:4000]})
+        if shown is not None:
+            shown.end_sweep(f"  [red]✗[/] {label} failed: {type(exc).__name__}: {str(exc)[:200]}")
         raise
     finally:
         tracking.close_descendants(uri, req.experiment_id, sweep_run_id, status)

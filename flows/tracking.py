@@ -4,9 +4,13 @@ provenance, and the logged model. Runs nest benchmark > sweep > trial via mlflow
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import platform
 import subprocess
+import threading
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -17,6 +21,10 @@ from mlflow.tracking import MlflowClient
 ROLE = "rnnbench.role"
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 PACKAGES = ("torch", "pytorch-lightning", "ray", "mlflow", "prefect", "torchmetrics", "numpy")
+LOCK_FILE = Path(__file__).resolve().parents[1] / "infra" / "requirements.lock"
+HEARTBEAT = "rnnbench.heartbeat"  # seconds since the epoch, refreshed while a driver owns the run
+HEARTBEAT_EVERY_S = 15
+STALE_AFTER_S = 90  # a run whose heartbeat is older has no live owner
 
 
 def client(tracking_uri: str) -> MlflowClient:
@@ -84,6 +92,10 @@ def log_params(tracking_uri: str, run_id: str, params: dict[str, Any]) -> None:
     client(tracking_uri).log_batch(run_id, params=_flat_params(params))
 
 
+def has_param(tracking_uri: str, run_id: str, key: str) -> bool:
+    return key in client(tracking_uri).get_run(run_id).data.params
+
+
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     import time
 
@@ -127,18 +139,34 @@ def log_files(tracking_uri: str, run_id: str, paths: Iterable[Path], artifact_pa
         c.log_artifact(run_id, str(path), artifact_path)
 
 
-def provenance(seed: int) -> dict[str, str]:
-    """What a reader needs to reproduce a benchmark: code, libraries, machine."""
+def git_commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.TimeoutExpired):
-        commit = "unknown"
+        return "unknown"
+
+
+def lock_hash() -> str:
+    """sha256 of the lock file the install came from (``none`` for an install without one)."""
+    if not LOCK_FILE.is_file():
+        return "none"
+    return hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()
+
+
+def code_fingerprint() -> str:
+    """What must match for an unfinished run to be resumed: the code and its locked libraries."""
+    return f"{git_commit()[:12]}-{lock_hash()[:12]}"
+
+
+def provenance(seed: int, deterministic: bool = False) -> dict[str, str]:
+    """What a reader needs to reproduce a benchmark: code, libraries, machine, determinism."""
     import torch
 
     info = {
-        "seed": str(seed), "git_commit": commit, "python": platform.python_version(),
-        "platform": platform.platform(), "cpu_count": str(__import__("os").cpu_count()),
+        "seed": str(seed), "deterministic": str(deterministic).lower(), "git_commit": git_commit(),
+        "lock_sha256": lock_hash(), "python": platform.python_version(),
+        "platform": platform.platform(), "cpu_count": str(os.cpu_count()),
         "cuda_devices": str(torch.cuda.device_count()),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
     }
@@ -148,6 +176,39 @@ def provenance(seed: int) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return info
+
+
+class Heartbeat:
+    """While the block runs, a thread stamps ``HEARTBEAT`` on the run, so another process can
+    tell a run that is being driven from one whose driver died (SIGKILL, a lost machine)."""
+
+    def __init__(self, tracking_uri: str, run_id: str, every_s: float = HEARTBEAT_EVERY_S):
+        self.tracking_uri, self.run_id, self.every_s = tracking_uri, run_id, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="rnnbench-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            try:
+                set_tags(self.tracking_uri, self.run_id, {HEARTBEAT: f"{time.time():.0f}"})
+            except Exception:  # a tracking server that is briefly away must not stop the run
+                pass
+            if self._stop.wait(self.every_s):
+                return
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        set_tags(self.tracking_uri, self.run_id, {HEARTBEAT: "0"})  # released
+
+
+def has_live_owner(run, now: float | None = None) -> bool:
+    beat = float(run.data.tags.get(HEARTBEAT, "0") or 0)
+    return run.info.status == "RUNNING" and (now or time.time()) - beat < STALE_AFTER_S
 
 
 def dataset_input(tracking_uri: str, run_id: str, manifest: dict) -> None:

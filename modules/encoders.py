@@ -12,9 +12,6 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-
-
 class InputEmbedding(nn.Module):
     """Token ids through an embedding table, or float frames through a linear projection."""
 
@@ -35,12 +32,14 @@ class InputEmbedding(nn.Module):
 
 
 class RNNEncoder(nn.Module):
+    """torch's fused ``cell`` ("rnn", "lstm" or "gru"), one or both directions."""
+
     def __init__(self, cell: str, input_dim: int = 0, vocab_size: int = 0, hidden_size: int = 64,
                  num_layers: int = 1, dropout: float = 0.0, bidirectional: bool = False):
         super().__init__()
         self.embed = InputEmbedding(input_dim, vocab_size, hidden_size, project_floats=False)
         kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
-        self.rnn = CELLS[cell](
+        self.rnn = getattr(nn, cell.upper())(
             self.embed.output_dim, hidden_size, num_layers=num_layers, batch_first=True,
             dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional, **kwargs,
         )

@@ -1,145 +1,59 @@
-"""One LightningModule for every variant and task: the encoder and head come in as arguments."""
+"""One LightningModule for every variant and task: the network comes in as an argument, the
+task entry supplies loss and metrics, and Lightning computes, logs and resets the metrics."""
 
 from __future__ import annotations
 
-import math
+from typing import Any, Mapping
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric, SumMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
-from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
+from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from typing_extensions import override
 
-from modules.registry import PER_STEP_TASKS, count_parameters
-
-STAGES = ("train", "val", "test")
-IGNORE = -100  # per-step targets with this value (padding) count in no loss or metric
-
-
-def apply_head(net: nn.Module, head: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """The encoder, then the head on its pooled summary or, for per-step heads, every step."""
-    outputs, pooled = net(x, lengths)
-    return head(outputs if getattr(head, "per_step", False) else pooled)  # user heads: pooled
-
-
-def naive_forecast(x: torch.Tensor, lengths: torch.Tensor, channel: int, horizon: int,
-                   season: int = 1) -> torch.Tensor:
-    """(B, horizon): each target step's value one season earlier, read from the input window."""
-    offsets = torch.arange(horizon, device=x.device) % season - season
-    steps = lengths.to(x.device)[:, None] + offsets[None, :]
-    return x[torch.arange(x.size(0), device=x.device)[:, None], steps, channel]
-
-
-def _per_stage(factory) -> nn.ModuleDict:
-    # "train" would shadow nn.Module.train inside a ModuleDict, hence the key suffix
-    return nn.ModuleDict({f"{s}_": factory() for s in STAGES})
-
+from modules.network import count_parameters
+from modules.tasks import Task
 
 class SequenceModule(pl.LightningModule):
-    """Classification (``val/acc``, ``val/f1``), per-step prediction (``val/bpc``: cross-entropy
-    in bits per step, per character for a character language model; ``val/acc``), regression of one value per sequence
-    (``val/mse``, ``val/mae``) or multi-step forecasting (``val/mae``,
-    ``val/rmse``, ``val/mase`` in the data's original units; MASE is the MAE relative to the
-    naive forecast: the value one ``season`` before each target step, the last value when
-    ``season`` is 1)."""
+    """Trains ``net`` (any module mapping ``(x, lengths, y)`` to the task's output) on ``task``.
 
-    def __init__(self, net: nn.Module, head: nn.Module, task: str, lr: float = 1e-3,
-                 weight_decay: float = 0.0, num_classes: int = 0, target_scale: float = 1.0,
-                 target_channel: int = 0, season: int = 1):
+    Logs ``<stage>/loss`` and ``<stage>/<metric>`` for every metric of the task, and
+    ``val/<monitor>_best``, the best validation value so far."""
+
+    def __init__(self, net: nn.Module, task: Task, data: Mapping[str, Any], lr: float = 1e-3,
+                 weight_decay: float = 0.0):
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "head"])
+        self.save_hyperparameters(ignore=["net", "task"])
         self.net = net
-        self.head = head
-        self.losses = _per_stage(MeanMetric)
-        if task == "classification":
-            make = lambda: MetricCollection({  # noqa: E731
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "f1": MulticlassF1Score(num_classes, average="macro"),
-            })
-            self.best = MaxMetric()
-            self.monitor = "acc"
-        elif task == "forecasting":
-            make = lambda: MetricCollection({  # noqa: E731
-                "mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False),
-            })
-            self.abs_err = _per_stage(SumMetric)
-            self.naive_err = _per_stage(SumMetric)
-            self.best = MinMetric()
-            self.monitor = "mae"
-        elif task in PER_STEP_TASKS:
-            make = lambda: MetricCollection({  # noqa: E731
-                "acc": MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE),
-            })
-            self.bits = _per_stage(MeanMetric)
-            self.best = MinMetric()
-            self.monitor = "bpc"
-        elif task == "regression":
-            make = lambda: MetricCollection({  # noqa: E731
-                "mse": MeanSquaredError(), "mae": MeanAbsoluteError(),
-            })
-            self.best = MinMetric()
-            self.monitor = "mse"
-        else:
-            raise ValueError(f"unknown task {task!r}")
-        self.metrics = _per_stage(make)
+        self.task = task
+        self.data = dict(data)
+        metrics = task.metrics(self.data)
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.best = MaxMetric() if task.mode == "max" else MinMetric()
         self.n_params = count_parameters(self)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return apply_head(self.net, self.head, x, lengths)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x, lengths, y)
 
     @override
     def on_train_start(self) -> None:
-        # the sanity check must not leave its numbers in the best-so-far
-        self.best.reset()
-        self.metrics["val_"].reset()
-        self.losses["val_"].reset()
+        self.best.reset()  # a resumed or re-fit trainer starts its best-so-far afresh
 
     def _shared_step(self, batch, stage: str) -> torch.Tensor:
         x, lengths, y = batch
-        out = self(x, lengths)
-        hp = self.hparams
-        if hp.task == "classification":
-            loss = F.cross_entropy(out, y)
-            self.metrics[f"{stage}_"].update(out.argmax(dim=-1), y)
-        elif hp.task in PER_STEP_TASKS:
-            flat_out, flat_y = out.reshape(-1, out.size(-1)), y.reshape(-1)
-            loss = F.cross_entropy(flat_out, flat_y, ignore_index=IGNORE)
-            self.metrics[f"{stage}_"].update(flat_out.argmax(dim=-1), flat_y)
-            counted = (flat_y != IGNORE).sum()
-            self.bits[f"{stage}_"].update(loss.detach() / math.log(2), weight=counted)
-        elif hp.task == "regression":
-            loss = F.mse_loss(out, y)
-            self.metrics[f"{stage}_"].update(out.detach(), y)
-        else:
-            loss = F.mse_loss(out, y)
-            scale = hp.target_scale
-            pred, target = out.detach() * scale, y * scale
-            self.metrics[f"{stage}_"].update(pred, target)
-            naive = naive_forecast(x, lengths, hp.target_channel, target.size(1), hp.season)
-            self.abs_err[f"{stage}_"].update((pred - target).abs().sum())
-            self.naive_err[f"{stage}_"].update((naive * scale - target).abs().sum())
-        self.losses[f"{stage}_"].update(loss.detach())
+        out = self(x, lengths, y if stage == "train" else None)
+        loss = self.task.loss(out, y)
+        args, kwargs = self.task.metric_inputs(out, batch, self.data)
+        metrics, mean_loss = getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_loss")
+        metrics.update(*args, **kwargs)
+        mean_loss.update(loss.detach())
+        on_epoch = {"on_step": False, "on_epoch": True, "sync_dist": True}
+        self.log(f"{stage}/loss", mean_loss, **on_epoch)
+        self.log_dict(metrics, **on_epoch)
         return loss
-
-    def _log_epoch(self, stage: str) -> None:
-        values = {f"{stage}/{k}": v for k, v in self.metrics[f"{stage}_"].compute().items()}
-        values[f"{stage}/loss"] = self.losses[f"{stage}_"].compute()
-        if self.hparams.task in PER_STEP_TASKS:
-            values[f"{stage}/bpc"] = self.bits[f"{stage}_"].compute()
-            self.bits[f"{stage}_"].reset()
-        if self.hparams.task == "forecasting":
-            values[f"{stage}/mase"] = self.abs_err[f"{stage}_"].compute() / self.naive_err[f"{stage}_"].compute()
-            self.abs_err[f"{stage}_"].reset()
-            self.naive_err[f"{stage}_"].reset()
-        if stage == "val" and not self.trainer.sanity_checking:
-            self.best.update(values[f"val/{self.monitor}"])
-            values[f"val/{self.monitor}_best"] = self.best.compute()
-        self.log_dict(values, sync_dist=True)
-        self.metrics[f"{stage}_"].reset()
-        self.losses[f"{stage}_"].reset()
 
     @override
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -154,16 +68,11 @@ class SequenceModule(pl.LightningModule):
         self._shared_step(batch, "test")
 
     @override
-    def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
-
-    @override
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
-    @override
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
+        if self.trainer.sanity_checking:
+            return
+        self.best.update(self.val_metrics[self.task.monitor].compute())
+        self.log(f"val/{self.task.monitor}_best", self.best.compute(), sync_dist=True)
 
     @override
     def configure_optimizers(self):

@@ -54,7 +54,7 @@ def test_non_positive_size_in_a_preset_is_refused(tmp_path):
     preset.write_text('[budget]\nnum_samples = 0\n')
     proc = _cli("run", "--preset", str(preset), home=tmp_path)
     assert proc.returncode == 2
-    assert "budget.num_samples must be a positive number, got 0" in proc.stdout
+    assert "mine.toml: budget.num_samples: Input should be greater than 0 (got 0)" in proc.stdout
     preset.write_text('[space]\nhidden_size = { choice = [32, -4] }\n')
     proc = _cli("run", "--preset", str(preset), home=tmp_path)
     assert proc.returncode == 2 and "hidden_size: must be positive, got -4" in proc.stdout

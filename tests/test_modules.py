@@ -5,9 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modules.registry import (VARIANTS, VariantError, build_network, count_parameters,
-                              incompatibility, resolve_variant)
-from modules.sequence import SequenceModule, apply_head
+from modules import tasks
+from modules.network import count_parameters
+from modules.sequence import SequenceModule
+from modules.variants import VARIANTS, Variant, VariantError, custom_variant, resolve
+
+
+def build_network(variant: str, hp: dict, data: dict, custom: dict | None = None):
+    entry = resolve(variant, {k: custom_variant(k, v) for k, v in (custom or {}).items()})
+    return entry.build(tasks.get(data["task"]), data, hp)
+
+
+def apply_head(net, x, lengths):
+    return net(x, lengths)
 
 HP = {"hidden_size": 8, "num_layers": 2, "dropout": 0.0, "nhead": 2}
 SPEECH = {"task": "classification", "num_classes": 3, "input_dim": 4, "vocab_size": 0}
@@ -36,31 +46,31 @@ def _batch(data: dict, lengths=(6, 3, 1)):
 @pytest.mark.parametrize("data,expected", [(SPEECH, (3, 3)), (TEXT, (3, 2)), (SERIES, (3, 5)),
                                            (LM, (3, 6, 11)), (COPY, (3, 6, 10)), (ADDING, (3, 1))])
 def test_every_variant_gives_the_shape_of_its_task(variant, data, expected):
-    if incompatibility(variant, data["task"]):
+    if VARIANTS[variant].incompatibility(tasks.get(data["task"])):
         with pytest.raises(VariantError, match="both directions"):
             build_network(variant, HP, data)
         return
-    net, head = build_network(variant, HP, data)
+    net = build_network(variant, HP, data)
     x, lengths = _batch(data)
-    assert apply_head(net, head, x, lengths).shape == expected
+    assert apply_head(net, x, lengths).shape == expected
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("data", [SPEECH, TEXT], ids=["frames", "tokens"])
 def test_padding_does_not_change_any_sequence_output(variant, data):
-    net, head = build_network(variant, HP, data)
-    net.eval(), head.eval()
+    net = build_network(variant, HP, data)
+    net.eval()
     x, lengths = _batch(data)
     with torch.no_grad():
-        batched = apply_head(net, head, x, lengths)
+        batched = apply_head(net, x, lengths)
         for i, n in enumerate(lengths.tolist()):
-            alone = apply_head(net, head, x[i: i + 1, :n], lengths[i: i + 1])
+            alone = apply_head(net, x[i: i + 1, :n], lengths[i: i + 1])
             torch.testing.assert_close(batched[i: i + 1], alone, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("variant", ["birnn", "bilstm", "bigru"])
 def test_bidirectional_pooling_uses_both_directions(variant):
-    net, _ = build_network(variant, HP, SPEECH)
+    net = build_network(variant, HP, SPEECH).encoder
     net.eval()
     x, lengths = _batch(SPEECH)
     with torch.no_grad():
@@ -73,7 +83,7 @@ def test_bidirectional_pooling_uses_both_directions(variant):
 
 
 def test_unidirectional_pooling_is_the_last_valid_step_not_the_padding():
-    net, _ = build_network("gru", HP, SPEECH)
+    net = build_network("gru", HP, SPEECH).encoder
     net.eval()
     x, lengths = _batch(SPEECH)
     with torch.no_grad():
@@ -82,14 +92,14 @@ def test_unidirectional_pooling_is_the_last_valid_step_not_the_padding():
 
 
 def test_module_counts_only_trainable_parameters_of_net_and_head():
-    net, head = build_network("lstm", HP, SPEECH)
-    module = SequenceModule(net, head, task="classification", num_classes=3)
-    assert module.n_params == count_parameters(net) + count_parameters(head) > 0
+    net = build_network("lstm", HP, SPEECH)
+    module = SequenceModule(net, tasks.get("classification"), SPEECH)
+    assert module.n_params == count_parameters(net.encoder) + count_parameters(net.head) > 0
 
 
 def test_unknown_variant_names_the_valid_ones():
     with pytest.raises(VariantError, match="unknown variant 'lstmm'; valid: rnn, lstm, gru"):
-        resolve_variant("lstmm")
+        resolve("lstmm")
 
 
 def test_user_variant_named_in_a_preset_trains_like_a_builtin(tmp_path, monkeypatch):
@@ -105,9 +115,10 @@ def test_user_variant_named_in_a_preset_trains_like_a_builtin(tmp_path, monkeypa
         "        return h, h.sum(1) / lengths[:, None]\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    net, head = build_network("meanpool", HP, SPEECH, custom={"meanpool": "my_nets:MeanPool"})
+    hp = {k: v for k, v in HP.items() if k != "nhead"}  # a user's class gets every other key
+    net = build_network("meanpool", hp, SPEECH, custom={"meanpool": "my_nets:MeanPool"})
     x, lengths = _batch(SPEECH)
-    assert apply_head(net, head, x, lengths).shape == (3, 3)
+    assert apply_head(net, x, lengths).shape == (3, 3)
 
 
 def test_ray_callback_and_rnnbench_use_the_same_lightning_namespace():
@@ -123,19 +134,19 @@ def test_ray_callback_and_rnnbench_use_the_same_lightning_namespace():
 @pytest.mark.parametrize("variant", ["gru", "bilstm"])
 def test_a_batch_without_padding_gives_the_same_output_as_a_padded_one(variant):
     # full-length batches skip packing (a CPU speed-up); the numbers must not change
-    net, head = build_network(variant, HP, SPEECH)
-    net.eval(), head.eval()
+    net = build_network(variant, HP, SPEECH)
+    net.eval()
     x, _ = _batch(SPEECH, lengths=(5, 5, 5))
     full = torch.tensor([5, 5, 5])
     with torch.no_grad():
-        unpacked = apply_head(net, head, x, full)
+        unpacked = apply_head(net, x, full)
         padded = torch.cat([x, torch.zeros(3, 2, 4)], dim=1)  # same sequences, forced through packing
-        packed = apply_head(net, head, padded, full)
+        packed = apply_head(net, padded, full)
     torch.testing.assert_close(unpacked, packed, atol=1e-5, rtol=1e-4)
 
 
 def test_mase_is_relative_to_the_seasonal_naive_forecast():
-    from modules.sequence import naive_forecast
+    from modules.tasks import naive_forecast
 
     x = torch.arange(10, dtype=torch.float32).view(1, 10, 1)  # values 0..9
     lengths = torch.tensor([10])
@@ -145,12 +156,12 @@ def test_mase_is_relative_to_the_seasonal_naive_forecast():
 
 @pytest.mark.parametrize("variant", ["rnn", "lstm", "gru", "transformer"])
 def test_language_model_outputs_never_depend_on_future_tokens(variant):
-    net, head = build_network(variant, HP, LM)
-    net.eval(), head.eval()
+    net = build_network(variant, HP, LM)
+    net.eval()
     x, lengths = _batch(LM, lengths=(6, 6, 6))
     changed = x.clone()
     changed[:, 4:] = (changed[:, 4:] + 1) % 11  # rewrite the last two tokens
     with torch.no_grad():
-        before, after = apply_head(net, head, x, lengths), apply_head(net, head, changed, lengths)
+        before, after = apply_head(net, x, lengths), apply_head(net, changed, lengths)
     torch.testing.assert_close(before[:, :4], after[:, :4], atol=1e-5, rtol=1e-4)
     assert not torch.allclose(before[:, 4:], after[:, 4:])

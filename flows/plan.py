@@ -1,0 +1,307 @@
+"""One plan for every run: the preset, the settings and the (dataset, variant) pairs, as typed
+models, built and checked by ``make_plan`` before any MLflow run is opened. The CLI and every
+flow call it, so a flow started from the Prefect UI gets exactly the checks the CLI gets.
+
+A preset's TOML schema is the ``Preset`` model: an unknown key or a wrong type is named in one
+line. Nothing here imports torch, Ray, MLflow or Prefect.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt,
+                      ValidationError, field_validator)
+
+from datamodules.loaders import DataError
+from flows.settings import Settings
+from modules import tasks, variants
+from modules.tasks import Task
+from modules.variants import Variant, VariantError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+SAMPLERS = ("choice", "uniform", "loguniform", "randint")
+POSITIVE_HPARAMS = ("hidden_size", "num_layers", "batch_size", "lr", "nhead", "ff_mult")
+
+
+class PlanError(ValueError):
+    """A plan that cannot run; the message names the bad value and the valid choices."""
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+# The names a Prefect UI form offers as choices (a user's preset file goes in preset_path,
+# a user's own variant is declared in the preset's [custom_variants]).
+PresetName = enum.Enum("PresetName", {name: name for name in available_presets()}, type=str)
+VariantName = enum.Enum("VariantName", {name: name for name in variants.BUILTIN}, type=str)
+
+Sampler = Union[bool, int, float, str, dict[str, list]]
+
+
+def _check_sampler(key: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) != 1 or next(iter(value)) not in SAMPLERS:
+            raise ValueError(f"{key}: expected one of {', '.join(SAMPLERS)} "
+                             f"(e.g. {{choice = [32, 64]}}), got {value}")
+        kind, values = next(iter(value.items()))
+        if not isinstance(values, list) or not values or (kind != "choice" and len(values) != 2):
+            raise ValueError(f"{key}: {kind} needs " + ("a non-empty list" if kind == "choice" else "[low, high]"))
+    else:
+        values = [value]
+    if key in POSITIVE_HPARAMS:
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0]
+        if bad:
+            raise ValueError(f"{key}: must be positive, got {bad[0]}")
+    return value
+
+
+def _check_space(space: dict[str, Any]) -> dict[str, Any]:
+    for key, value in space.items():
+        _check_sampler(key, value)
+    return space
+
+
+class Budget(BaseModel):
+    """The same for every variant of a run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_samples: PositiveInt = 4  # trials per (dataset, variant)
+    max_epochs: PositiveInt = 5
+    grace_period: PositiveInt = 1  # ASHA: epochs before a trial may be stopped early
+    reduction_factor: int = Field(2, ge=2)  # ASHA: keep 1/reduction_factor at each rung
+    max_concurrent_trials: PositiveInt = 2
+    cpus_per_trial: PositiveFloat = 1
+    gpus_per_trial: NonNegativeFloat = 0
+    seed: int = 0
+    deterministic: bool = False  # bit-for-bit repeatable training (slower)
+
+
+class Preset(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = ""
+    datasets: Optional[list[str]] = None
+    variants: Optional[list[str]] = None
+    budget: Budget = Budget()
+    space: dict[str, Sampler] = {}
+    variant_space: dict[str, dict[str, Sampler]] = {}
+    dataset_space: dict[str, dict[str, Sampler]] = {}
+    dataset_params: dict[str, dict[str, Any]] = {}
+    custom_variants: dict[str, Union[str, dict[str, Any]]] = {}
+    # not in the file: where it came from
+    name: str = Field("", exclude=True)
+    source: str = Field("", exclude=True)
+
+    @field_validator("space")
+    @classmethod
+    def _shared_space(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_space(value)
+
+    @field_validator("variant_space", "dataset_space")
+    @classmethod
+    def _spaces(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for sub in value.values():
+            _check_space(sub)
+        return value
+
+    def space_for(self, dataset: str, variant: str) -> dict[str, Any]:
+        """The variant's search space on this dataset: shared < dataset < variant."""
+        return {**self.space, **self.dataset_space.get(dataset, {}),
+                **self.variant_space.get(variant, {})}
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()[:12]
+
+
+_MODELS = {(): Preset, ("budget",): Budget}
+
+
+def _one_line(where: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = tuple(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        model = _MODELS.get(loc[:-1])
+        valid = f"; valid: {', '.join(k for k, f in model.model_fields.items() if not f.exclude)}" if model else ""
+        return f"{where}: unknown key {'.'.join(loc)!r}{valid}"
+    message = err["msg"].removeprefix("Value error, ")
+    shown = f" (got {err['input']!r})" if err["type"] != "value_error" else ""
+    return f"{where}: {'.'.join(loc)}: {message}{shown}"
+
+
+def load_preset(name: str | None = "quick", path: str | Path | None = None) -> Preset:
+    """A shipped preset by name, or a TOML file by path; every problem named in one line."""
+    if path is None and name and Path(name).suffix == ".toml":
+        path = name  # the CLI's --preset takes either
+    if path is not None:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise PlanError(f"preset file not found: {file}")
+    else:
+        name = getattr(name, "value", name) or "quick"
+        file = PRESET_DIR / f"{name}.toml"
+        if not file.is_file():
+            raise PlanError(f"unknown preset {name!r}; valid: {', '.join(available_presets())} "
+                            "or a path to a .toml file")
+    source = file.read_text()
+    try:
+        raw = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as exc:
+        raise PlanError(f"{file}: not valid TOML ({exc})") from None
+    try:
+        preset = Preset.model_validate(raw)
+    except ValidationError as exc:
+        raise PlanError(_one_line(str(file) if path is not None else file.name, exc)) from None
+    return preset.model_copy(update={"name": file.stem, "source": source})
+
+
+class Pair(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    variant: str
+
+
+class Plan(BaseModel):
+    """What a run will do, checked: everything a sweep needs is resolved here."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    preset: Preset
+    settings: Settings
+    datasets: list[str]
+    variants: list[str]
+    pairs: list[Pair]
+    skipped: list[str] = []
+    dataset_tasks: dict[str, str] = {}
+    modalities: dict[str, str] = {}
+
+    @property
+    def custom(self) -> dict[str, Variant]:
+        """The preset's own variants (checked importable when the plan was made)."""
+        return {name: variants.custom_variant(name, declared)
+                for name, declared in self.preset.custom_variants.items()}
+
+    def variant(self, name: str) -> Variant:
+        return variants.resolve(name, self.custom)
+
+    def task(self, dataset: str) -> Task:
+        return tasks.get(self.dataset_tasks[dataset])
+
+    def variants_for(self, dataset: str) -> list[str]:
+        return [p.variant for p in self.pairs if p.dataset == dataset]
+
+
+def _check_names(kind: str, names: list[str], valid: list[str]) -> list[str]:
+    if not names:
+        raise PlanError(f"no {kind}s selected; valid: {', '.join(valid)}")
+    for name in names:
+        if name not in valid:
+            raise PlanError(f"unknown {kind} {name!r}; valid: {', '.join(valid)}")
+    return list(dict.fromkeys(names))
+
+
+def _custom_variants(preset: Preset) -> dict[str, Variant]:
+    out = {}
+    for name, declared in preset.custom_variants.items():
+        try:
+            variant = variants.custom_variant(name, declared)
+            variant.factory()  # importable here, before any trial
+        except VariantError as exc:
+            raise PlanError(str(exc)) from None
+        out[name] = variant
+    return out
+
+
+def check_resources(preset: Preset, ray_address: str | None) -> None:
+    """A preset that needs GPUs is refused up front on a machine without one (Ray would wait
+    for them forever); on a cluster (``ray_address``) Ray knows its own resources."""
+    if preset.budget.gpus_per_trial > 0 and not ray_address:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PlanError(
+                f"preset {preset.name!r} asks for gpus_per_trial={preset.budget.gpus_per_trial} "
+                "but this machine has no GPU; run it on a GPU machine or a Ray cluster "
+                "(--ray-address), or copy it with gpus_per_trial = 0")
+
+
+def make_plan(settings: Settings, preset: str | None = "quick", preset_path: str | Path | None = None,
+              datasets: list[str] | None = None, variants_: list[str] | None = None,
+              check_machine: bool = True) -> Plan:
+    """The one validation every run goes through; raises PlanError naming what is wrong.
+    ``check_machine=False`` skips what depends on this machine, outside programs and GPUs (to
+    check a preset on a machine that will not run it)."""
+    from datamodules import catalog
+
+    p = load_preset(preset, preset_path)
+    custom = _custom_variants(p)
+    try:
+        specs = catalog.available(settings.data_root)
+    except DataError as exc:
+        raise PlanError(str(exc)) from None
+    ds = _check_names("dataset", list(datasets or p.datasets or list(catalog.DATASETS)), list(specs))
+    valid_variants = variants.names(custom)
+    vs = _check_names("variant", [getattr(v, "value", v) for v in (variants_ or p.variants or variants.BUILTIN)],
+                      valid_variants)
+    for name, table in (("dataset_space", p.dataset_space), ("dataset_params", p.dataset_params)):
+        for dataset in table:
+            if dataset not in specs:
+                raise PlanError(f"{name}.{dataset}: unknown dataset {dataset!r}; valid: {', '.join(specs)}")
+    for variant in p.variant_space:
+        if variant not in valid_variants:
+            raise PlanError(f"variant_space.{variant}: unknown variant {variant!r}; valid: {', '.join(valid_variants)}")
+    try:
+        ready = catalog.check_ready(ds, settings.data_root) if check_machine else {d: specs[d] for d in ds}
+        for name, spec in ready.items():
+            spec.params(p.dataset_params.get(name))
+    except DataError as exc:
+        raise PlanError(str(exc)) from None
+    pairs, skipped, dataset_tasks = [], [], {}
+    for dataset in ds:
+        try:
+            task = tasks.get(specs[dataset].task)
+        except tasks.TaskError as exc:
+            raise PlanError(f"dataset {dataset!r}: {exc}") from None
+        dataset_tasks[dataset] = task.name
+        for name in vs:
+            variant = variants.resolve(name, custom)
+            reason = variant.incompatibility(task)
+            if reason:
+                skipped.append(f"{dataset} · {name} skipped: {reason}")
+                continue
+            problem = variant.check_space(p.space_for(dataset, name))
+            if problem:
+                raise PlanError(f"preset {p.name!r}, {dataset}: {problem}")
+            pairs.append(Pair(dataset=dataset, variant=name))
+        if not any(pair.dataset == dataset for pair in pairs):
+            able = [v for v in valid_variants if not variants.resolve(v, custom).incompatibility(task)]
+            raise PlanError(f"no selected variant can train on {dataset!r} ({task.name}); "
+                            f"choose from {', '.join(able)}")
+    if check_machine:
+        check_resources(p, settings.ray_address)
+    return Plan(preset=p, settings=settings, datasets=ds, variants=vs, pairs=pairs, skipped=skipped,
+                dataset_tasks=dataset_tasks,
+                modalities={d: specs[d].modality for d in ds})
+
+
+def search_space(space: Mapping[str, Any]) -> dict[str, Any]:
+    """Preset sampler tables to Ray Tune domains (constants pass through)."""
+    from ray import tune
+
+    make = {"choice": tune.choice, "uniform": lambda a: tune.uniform(*a),
+            "loguniform": lambda a: tune.loguniform(*a), "randint": lambda a: tune.randint(*a)}
+    out = {}
+    for key, value in space.items():
+        if isinstance(value, dict):
+            kind, arg = next(iter(value.items()))
+            out[key] = make[kind](arg)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,90 @@
+"""What the CLI prints: leaderboards, prepared datasets, the catalogue and one-line errors.
+
+Imports rich and nothing heavy, so ``rnnbench list`` and a one-line error answer at once.
+Names and commands a user copies are never truncated, at any terminal width.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=False, highlight=False)
+
+
+def error(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def ui_commands(settings) -> list[str]:
+    mlflow_cmd = (f"mlflow ui --backend-store-uri {shlex.quote(settings.tracking_uri)} "
+                  f"--host 127.0.0.1 --port 5000")
+    prefect_cmd = (f"PREFECT_HOME={shlex.quote(str(settings.prefect_home))} "
+                   f"prefect server start --host 127.0.0.1 --port 4200")
+    return [mlflow_cmd, prefect_cmd]
+
+
+def results(result: dict[str, Any], settings) -> None:
+    from flows.leaderboard import to_rich
+
+    console.print()
+    modalities = result.get("modalities", {})
+    for dataset, board in result["boards"].items():
+        console.print(to_rich(dataset, board, modalities.get(dataset, "")))
+        winner = board.iloc[0]
+        if not str(winner["variant"]).startswith("(") and not isinstance(winner.get("note"), str):
+            console.print(f"  best {winner['variant']}: {winner['best hyperparameters']}", soft_wrap=True)
+        console.print()
+    for dataset, variant, reason in result.get("failures", []):
+        console.print(f"[red]failed:[/] {dataset} · {variant}: {reason}", soft_wrap=True)
+    console.print(f"Leaderboards (CSV, Markdown): [bold]{result['reports']}[/]", soft_wrap=True)
+    console.print(f"MLflow experiment [bold]{settings.experiment}[/], benchmark run "
+                  f"[bold]{result['run_id']}[/]")
+    venv_bin = Path(sys.executable).parent
+    console.print("Open both UIs on these results (Ctrl-C stops them):")
+    console.print(f"  {venv_bin / 'rnnbench'} ui", soft_wrap=True)
+    console.print("or each by itself:")
+    for cmd in ui_commands(settings):
+        console.print(f"  {cmd}", soft_wrap=True)
+
+
+def prepared(results: dict[str, dict]) -> None:
+    for name, result in results.items():
+        m = result["manifest"]
+        counts = ", ".join(f"{s} {v['n']}" for s, v in m["splits"].items())
+        state = "reused" if result["reused"] else "prepared"
+        console.print(f"[green]✓[/] {name:<16} {state}: {counts}; hash {m['content_hash'][:12]}  "
+                      f"{result['artifact_dir']}", highlight=False, soft_wrap=True)
+        for warning in m.get("warnings", []):
+            console.print(f"  [yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
+def _table(title: str, columns: Iterable[str], rows: list[tuple[str, ...]]) -> Table:
+    """A table whose first column (the name a user copies) always keeps its full width; the
+    other columns wrap instead."""
+    table = Table(title=title, title_justify="left")
+    for i, col in enumerate(columns):
+        if i == 0:
+            table.add_column(col, no_wrap=True, min_width=max(len(r[0]) for r in rows))
+        else:
+            table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def catalogue(builtin: dict, yours: dict, variants: Iterable[str], presets: list[tuple[str, str]]) -> None:
+    for title, group in (("datasets", builtin), ("your datasets", yours)):
+        if not group:
+            continue
+        rows = [(spec.name, spec.modality, spec.task, spec.description,
+                 " ".join(f"{k}={v}" for k, v in spec.defaults.items())) for spec in group.values()]
+        console.print(_table(title, ("name", "modality", "task", "description", "parameters"), rows),
+                      crop=False)
+    console.print("variants: " + " ".join(variants), soft_wrap=True)
+    console.print(_table("presets", ("name", "description"), presets), crop=False)

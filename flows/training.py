@@ -1,0 +1,129 @@
+"""Training and scoring one configuration: plain functions of hyperparameters and prepared data.
+
+Nothing here imports Ray, MLflow or Prefect: the Tune trial, Ray Train's workers, seed repeats
+and a bare GPU host all call ``fit`` and ``evaluate`` with what they have.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pytorch_lightning as pl
+import torch
+
+from datamodules.artifact import Split, load_split, read_extra, read_manifest
+from datamodules.datamodule import SequenceDataModule
+from modules.sequence import SequenceModule
+from modules.tasks import Task
+from modules.variants import Variant
+
+# What the network, the task and a logged model need to know about a prepared dataset.
+DATA_KEYS = ("task", "num_classes", "horizon", "input_dim", "vocab_size", "target_channel",
+             "window", "outputs", "season")
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass
+class PreparedData:
+    """A prepared dataset held in memory: its manifest, side files and split arrays."""
+
+    manifest: dict[str, Any]
+    extras: dict[str, Any]
+    splits: dict[str, Split]
+
+    @classmethod
+    def load(cls, artifact_dir: str | Path) -> "PreparedData":
+        manifest = read_manifest(artifact_dir)
+        extras = {key: read_extra(artifact_dir, key) for key in manifest.get("extras", [])}
+        return cls(manifest, extras, {s: load_split(artifact_dir, s) for s in SPLIT_NAMES})
+
+    @property
+    def data(self) -> dict[str, Any]:
+        facts = {k: self.manifest[k] for k in DATA_KEYS if k in self.manifest}
+        scaler = self.extras.get("scaler")
+        if scaler is not None and "target_channel" in facts:  # metrics in the data's own units
+            facts["target_scale"] = float(scaler["std"][facts["target_channel"]])
+        return facts
+
+
+@dataclass
+class FitResult:
+    module: SequenceModule
+    metrics: dict[str, float]  # the last validation epoch's values
+    epochs: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_module(variant: Variant, task: Task, hparams: Mapping[str, Any],
+                 data: Mapping[str, Any]) -> SequenceModule:
+    net = variant.build(task, data, hparams)
+    return SequenceModule(net, task, data, lr=float(hparams["lr"]),
+                          weight_decay=float(hparams.get("weight_decay", 0.0)))
+
+
+def make_trainer(max_epochs: int = 1, grad_clip: float = 0.0, callbacks: Sequence = (), logger=False,
+                 accelerator: str = "cpu", devices: int | str = 1, deterministic: bool = False,
+                 precision: str | None = None, **kwargs) -> pl.Trainer:
+    return pl.Trainer(
+        max_epochs=max_epochs, accelerator=accelerator, devices=devices, callbacks=list(callbacks),
+        logger=logger, gradient_clip_val=grad_clip or None, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        log_every_n_steps=1_000_000, deterministic=deterministic, precision=precision, **kwargs,
+    )
+
+
+def fit(hparams: Mapping[str, Any], dataset: PreparedData, variant: Variant, task: Task, *,
+        max_epochs: int, seed: int = 0, callbacks: Sequence = (), logger=False,
+        ckpt_path: str | Path | None = None, threads: int | None = None,
+        accelerator: str = "cpu", deterministic: bool = False,
+        precision: str | None = None, trainer_kwargs: Mapping[str, Any] | None = None) -> FitResult:
+    """Train ``variant`` with ``hparams`` on ``dataset`` for up to ``max_epochs`` epochs.
+
+    ``callbacks`` and ``logger`` are where the caller hooks in (Tune's reporting, MLflow);
+    ``ckpt_path`` continues from a Lightning checkpoint."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    pl.seed_everything(int(seed), workers=True, verbose=False)
+    data = dataset.data
+    module = build_module(variant, task, hparams, data)
+    datamodule = SequenceDataModule(splits=dataset.splits, batch_size=int(hparams["batch_size"]),
+                                    seed=int(seed))
+    trainer = make_trainer(max_epochs, float(hparams.get("grad_clip", 0.0)), callbacks, logger,
+                           accelerator=accelerator, deterministic=deterministic, precision=precision,
+                           **dict(trainer_kwargs or {}))
+    trainer.fit(module, datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return FitResult(module, metrics, int(trainer.current_epoch))
+
+
+def evaluate(module: SequenceModule, dataset: PreparedData, split: str = "test",
+             batch_size: int = 256) -> dict[str, float]:
+    """``module`` scored on one split with the task's own metrics: ``<split>/<metric>``."""
+    datamodule = SequenceDataModule(splits=dataset.splits, batch_size=int(batch_size))
+    trainer = make_trainer()
+    if split == "val":
+        trainer.validate(module, datamodule, verbose=False)
+    elif split == "test":
+        trainer.test(module, datamodule, verbose=False)
+    else:
+        raise ValueError(f"split must be val or test, got {split!r}")
+    return {k: float(v) for k, v in trainer.callback_metrics.items()
+            if k.startswith(f"{split}/") and not k.endswith("_best")}
+
+
+def score_baseline(task: Task, dataset: PreparedData) -> dict[str, float]:
+    """The task's trivial baseline, fit on the training split, scored on val and test by the
+    same metric code as every model."""
+    data = dataset.data
+    module = SequenceModule(task.baseline(dataset.splits["train"].y, data), task, data)
+    return {**evaluate(module, dataset, "val"), **evaluate(module, dataset, "test")}
+
+
+def load_weights(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
+    """Model weights from a Lightning checkpoint, without unpickling arbitrary objects."""
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    return state["state_dict"]
+

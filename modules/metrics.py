@@ -1,0 +1,51 @@
+"""Metrics torchmetrics lacks, written as torchmetrics objects so Lightning computes, syncs and
+resets them like the rest."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+
+
+class BitsPerStep(Metric):
+    """Mean cross-entropy in bits over the counted steps (targets equal to ``ignore_index`` are
+    padding); per character for a character language model."""
+
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, ignore_index: int = -100, **kwargs):
+        super().__init__(**kwargs)
+        self.ignore_index = ignore_index
+        self.add_state("bits", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        nats = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index, reduction="sum")
+        self.bits += nats.double() / math.log(2)
+        self.count += (target != self.ignore_index).sum()
+
+    def compute(self) -> torch.Tensor:
+        return (self.bits / self.count.clamp(min=1)).float()
+
+
+class NaiveRelativeMAE(Metric):
+    """MAE of the forecasts divided by the MAE of the naive forecast on the same windows."""
+
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("abs_err", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("naive_err", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, naive: torch.Tensor) -> None:
+        self.abs_err += (preds - target).abs().sum().double()
+        self.naive_err += (naive - target).abs().sum().double()
+
+    def compute(self) -> torch.Tensor:
+        return (self.abs_err / self.naive_err).float()

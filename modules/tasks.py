@@ -1,0 +1,315 @@
+"""The task table: everything that differs between classification, forecasting, regression,
+language modelling and per-step prediction lives in one entry each: loss, metrics, the metric a
+sweep selects on and its direction, the head, the trivial baseline and how a served model
+formats its predictions. Code elsewhere asks the entry and never compares task names.
+
+Reading the table imports no torch; the methods that build tensors import it when called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import torch
+    from torch import nn
+    from torchmetrics import MetricCollection
+
+IGNORE = -100  # per-step targets with this value (padding) count in no loss or metric
+
+
+class TaskError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Task:
+    """One kind of prediction. Subclasses implement the methods; the fields are plain facts."""
+
+    name: str
+    monitor: str  # the validation metric sweeps select on (without the stage prefix)
+    mode: str  # "max" or "min": which direction is better for ``monitor``
+    reported: tuple[str, ...]  # the metrics tables show, ``monitor`` first
+    per_step: bool = False  # the head reads every step (many-to-many), not the pooled summary
+    causal: bool = False  # targets are the inputs shifted by one: only causal variants may train
+
+    @property
+    def report_metrics(self) -> list[str]:
+        """What each trial reports to Tune after every validation epoch."""
+        return ["val/loss", *(f"val/{m}" for m in self.reported), "train/loss"]
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.mode == "max" else a < b
+
+    # ---- training
+    def head(self, in_dim: int, data: Mapping[str, Any], dropout: float) -> "nn.Module":
+        from modules.heads import LinearHead
+
+        return LinearHead(in_dim, self.output_size(data), dropout)
+
+    def output_size(self, data: Mapping[str, Any]) -> int:
+        raise NotImplementedError
+
+    def loss(self, out: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
+        raise NotImplementedError
+
+    def metrics(self, data: Mapping[str, Any]) -> "MetricCollection":
+        """A fresh collection; the LightningModule clones it once per stage."""
+        raise NotImplementedError
+
+    def metric_inputs(self, out: "torch.Tensor", batch, data: Mapping[str, Any]) -> tuple[tuple, dict]:
+        """The arguments the metric collection's ``update`` takes for one batch."""
+        x, lengths, y = batch
+        return (out.detach(), y), {}
+
+    # ---- the trivial baseline: a fixed "network" scored by the same metric code as the models
+    def baseline(self, train_y: "np.ndarray", data: Mapping[str, Any]) -> "nn.Module":
+        raise NotImplementedError
+
+    def baseline_name(self, data: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
+    # ---- serving
+    def predictions(self, out: "torch.Tensor", lengths: "torch.Tensor",
+                    spec: Mapping[str, Any]) -> "pd.DataFrame":
+        raise NotImplementedError
+
+
+def _collection(metrics: dict) -> "MetricCollection":
+    from torchmetrics import MetricCollection
+
+    # members are updated with different arguments (filtered by signature): no shared state
+    return MetricCollection(metrics, compute_groups=False)
+
+
+def _constant(value) -> "nn.Module":
+    from modules.baselines import Constant
+
+    return Constant(value)
+
+
+@dataclass(frozen=True)
+class Classification(Task):
+    def output_size(self, data):
+        return int(data["num_classes"])
+
+    def loss(self, out, y):
+        import torch.nn.functional as F
+
+        return F.cross_entropy(out, y)
+
+    def metrics(self, data):
+        from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+        c = int(data["num_classes"])
+        return _collection({"acc": MulticlassAccuracy(c, average="micro"),
+                            "f1": MulticlassF1Score(c, average="macro")})
+
+    def baseline(self, train_y, data):
+        """The training split's class frequencies (add-one smoothed): it always predicts the
+        majority class, and its loss is that of the class prior."""
+        import numpy as np
+        import torch
+
+        counts = np.bincount(train_y.astype(np.int64), minlength=int(data["num_classes"])) + 1.0
+        return _constant(torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32))
+
+    def baseline_name(self, data):
+        return "majority class"
+
+    def predictions(self, out, lengths, spec):
+        import pandas as pd
+
+        probs = out.softmax(dim=-1)
+        labels = spec["labels"]
+        return pd.DataFrame({"label": [labels[i] for i in probs.argmax(dim=-1).tolist()],
+                             "probability": probs.max(dim=-1).values.numpy()})
+
+
+@dataclass(frozen=True)
+class Regression(Task):
+    def output_size(self, data):
+        return int(data["outputs"])
+
+    def loss(self, out, y):
+        import torch.nn.functional as F
+
+        return F.mse_loss(out, y)
+
+    def metrics(self, data):
+        from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
+
+        return _collection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
+
+    def baseline(self, train_y, data):
+        import torch
+
+        return _constant(torch.as_tensor(train_y.reshape(len(train_y), -1).mean(axis=0), dtype=torch.float32))
+
+    def baseline_name(self, data):
+        return "mean target"
+
+    def predictions(self, out, lengths, spec):
+        import pandas as pd
+
+        if out.shape[1] == 1:
+            return pd.DataFrame({"prediction": out[:, 0].numpy()})
+        return pd.DataFrame(out.numpy(), columns=[f"prediction_{i}" for i in range(out.shape[1])])
+
+
+def naive_forecast(x: "torch.Tensor", lengths: "torch.Tensor", channel: int, horizon: int,
+                   season: int = 1) -> "torch.Tensor":
+    """(B, horizon): each target step's value one season earlier, read from the input window."""
+    import torch
+
+    offsets = torch.arange(horizon, device=x.device) % season - season
+    steps = lengths.to(x.device)[:, None] + offsets[None, :]
+    return x[torch.arange(x.size(0), device=x.device)[:, None], steps, channel]
+
+
+@dataclass(frozen=True)
+class Forecasting(Task):
+    """Multi-step forecasts in the scaled units the model trains in; metrics in the data's own
+    units (``target_scale``: the target channel's training standard deviation). ``mase`` is the
+    MAE relative to the (seasonal) naive forecast on the same windows."""
+
+    def output_size(self, data):
+        return int(data["horizon"])
+
+    def loss(self, out, y):
+        import torch.nn.functional as F
+
+        return F.mse_loss(out, y)
+
+    def metrics(self, data):
+        from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
+
+        from modules.metrics import NaiveRelativeMAE
+
+        return _collection({"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False),
+                            "mase": NaiveRelativeMAE()})
+
+    def metric_inputs(self, out, batch, data):
+        x, lengths, y = batch
+        scale = float(data.get("target_scale", 1.0))
+        naive = naive_forecast(x, lengths, int(data.get("target_channel", 0)), y.size(1),
+                               int(data.get("season", 1)))
+        return (out.detach() * scale, y * scale), {"naive": naive * scale}
+
+    def baseline(self, train_y, data):
+        from modules.baselines import NaiveForecast
+
+        return NaiveForecast(int(data.get("target_channel", 0)), int(data["horizon"]),
+                             int(data.get("season", 1)))
+
+    def baseline_name(self, data):
+        season = int(data.get("season", 1))
+        return "last value" if season == 1 else f"seasonal naive (lag {season})"
+
+    def predictions(self, out, lengths, spec):
+        import pandas as pd
+
+        from datamodules.scaling import invert
+
+        ch = int(spec["data"].get("target_channel", 0))
+        values = invert(out.numpy(), spec["scaler"], ch)
+        return pd.DataFrame(values, columns=[f"t+{i + 1}" for i in range(values.shape[1])])
+
+
+@dataclass(frozen=True)
+class PerStep(Task):
+    """A label at every step (``sequence``) or the next token (``language-model``, causal):
+    cross-entropy in bits per step (``bpc``; per character for a character model) and accuracy."""
+
+    baseline_kind: str = "per-position"  # or "unigram"
+
+    def output_size(self, data):
+        return int(data["num_classes"])
+
+    def loss(self, out, y):
+        import torch.nn.functional as F
+
+        return F.cross_entropy(out.reshape(-1, out.size(-1)), y.reshape(-1), ignore_index=IGNORE)
+
+    def metrics(self, data):
+        from torchmetrics.classification import MulticlassAccuracy
+
+        from modules.metrics import BitsPerStep
+
+        return _collection({"bpc": BitsPerStep(IGNORE),
+                            "acc": MulticlassAccuracy(int(data["num_classes"]), average="micro",
+                                                      ignore_index=IGNORE)})
+
+    def metric_inputs(self, out, batch, data):
+        x, lengths, y = batch
+        return (out.detach().reshape(-1, out.size(-1)), y.reshape(-1)), {}
+
+    def baseline(self, train_y, data):
+        """Add-one smoothed frequencies of the training targets: of all tokens (unigram), or of
+        each position (memoryless: a model that knows where it is but remembers nothing)."""
+        import numpy as np
+        import torch
+
+        c = int(data["num_classes"])
+        y = train_y.astype(np.int64)
+        if self.baseline_kind == "unigram":
+            counts = np.bincount(y[y >= 0].ravel(), minlength=c)[None, :]
+        else:
+            counts = np.stack([np.bincount(col[col >= 0], minlength=c) for col in y.T])
+        counts = counts + 1.0
+        log_probs = np.log(counts / counts.sum(axis=-1, keepdims=True)).astype(np.float32)
+        from modules.baselines import PerStepConstant
+
+        return PerStepConstant(torch.from_numpy(log_probs))
+
+    def baseline_name(self, data):
+        return "unigram frequencies" if self.baseline_kind == "unigram" else "memoryless"
+
+    def predictions(self, out, lengths, spec):
+        import pandas as pd
+
+        names = spec.get("vocab") or spec.get("labels")
+        chars = (spec.get("tokenizer") or {}).get("level") == "char"
+        joiner = "" if chars else " "
+        steps = out.argmax(dim=-1).tolist()
+        return pd.DataFrame({"prediction": [joiner.join(names[i] for i in row[:n])
+                                            for row, n in zip(steps, lengths.tolist())]})
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (
+    Classification("classification", monitor="acc", mode="max", reported=("acc", "f1")),
+    Forecasting("forecasting", monitor="mae", mode="min", reported=("mae", "rmse", "mase")),
+    Regression("regression", monitor="mse", mode="min", reported=("mse", "mae")),
+    PerStep("language-model", monitor="bpc", mode="min", reported=("bpc", "acc"), per_step=True,
+            causal=True, baseline_kind="unigram"),
+    PerStep("sequence", monitor="bpc", mode="min", reported=("bpc", "acc"), per_step=True),
+)}
+BUILTIN = tuple(TASKS)
+
+
+def register(task: Task) -> Task:
+    """Add a task to the table (a plugin, or a test); the same entry twice is a no-op."""
+    existing = TASKS.get(task.name)
+    if existing is not None and existing != task:
+        raise TaskError(f"task {task.name!r} is already defined")
+    TASKS[task.name] = task
+    return task
+
+
+def get(name: str) -> Task:
+    if name not in TASKS:
+        raise TaskError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def module_of(task: Task) -> str | None:
+    """The module a logged model must import to find a task defined outside this table."""
+    return None if task.name in BUILTIN else type(task).__module__
+
+
+def describe_metric(task: Task) -> str:
+    return f"val/{task.monitor} ({'higher' if task.mode == 'max' else 'lower'} is better)"
+

@@ -1,0 +1,207 @@
+"""The variant table: one entry per network variant, the one place that knows how each is built.
+
+An entry names its encoder by import path (so reading the table imports no torch), says whether
+it reads sequences in both directions and whether it may serve tasks whose targets are the
+inputs shifted (language models), lists its extra hyperparameters and the constraints a search
+space must satisfy for it. A user's encoder named in a preset becomes an entry like the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from modules.tasks import Task
+
+# Hyperparameters every encoder takes, and those the training loop (not the network) reads.
+ENCODER_ARGS = ("hidden_size", "num_layers", "dropout")
+TRAINING_ARGS = ("lr", "weight_decay", "batch_size", "grad_clip")
+# Samplers whose values can be listed, so constraints can be checked before any trial starts.
+_LISTABLE_RANGE = 100_000
+
+
+class VariantError(ValueError):
+    """A variant that is unknown, cannot be imported, or cannot do what it is asked."""
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A rule over some hyperparameters that every configuration of a search space must keep."""
+
+    params: tuple[str, ...]
+    check: Callable[..., bool]
+    rule: str  # what must hold, in words, e.g. "hidden_size divisible by nhead"
+
+
+def _divides(hidden_size: int, nhead: int) -> bool:
+    return int(hidden_size) % int(nhead) == 0
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    encoder: str  # "package.module:Class"; the class maps (x, lengths) to (outputs, pooled)
+    kwargs: Mapping[str, Any] = field(default_factory=dict)  # fixed constructor arguments
+    bidirectional: bool = False
+    causal: bool = True  # with ``causal_kwargs``, no step's output reads a later step
+    causal_kwargs: Mapping[str, Any] = field(default_factory=dict)  # given on causal tasks only
+    extras: tuple[str, ...] | None = ()  # its own hyperparameters; None: any (a user's class)
+    constraints: tuple[Constraint, ...] = ()
+    builtin: bool = True
+
+    @property
+    def module(self) -> str:
+        return self.encoder.partition(":")[0]
+
+    def factory(self) -> Callable[..., "nn.Module"]:
+        module_name, _, attr = self.encoder.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise VariantError(f"variant {self.name!r}: cannot import {self.encoder!r} ({exc})") from None
+
+    def incompatibility(self, task: "Task") -> str | None:
+        """Why this variant cannot be trained on a ``task`` dataset, or None if it can."""
+        if task.causal and not self.causal:
+            why = ("reads sequences in both directions" if self.bidirectional
+                   else "is not declared causal")
+            return f"{self.name} {why}, so on a {task.name} dataset it would see the tokens it must predict"
+        return None
+
+    def hyperparameters(self) -> tuple[str, ...] | None:
+        return None if self.extras is None else (*ENCODER_ARGS, *TRAINING_ARGS, *self.extras)
+
+    def check_space(self, space: Mapping[str, Any]) -> str | None:
+        """Why some configuration of ``space`` (preset sampler tables) would be invalid for this
+        variant, in one line, or None when every configuration is valid."""
+        allowed = self.hyperparameters()
+        if allowed is not None:
+            unknown = sorted(k for k in space if k not in allowed)
+            if unknown:
+                return (f"{self.name} has no hyperparameter(s) {unknown}; its hyperparameters: "
+                        f"{', '.join(allowed)}")
+        for rule in self.constraints:
+            if not all(p in space for p in rule.params):
+                missing = [p for p in rule.params if p not in space]
+                return f"{self.name} needs {', '.join(missing)} in its search space ({rule.rule})"
+            options = {p: listed_values(space[p]) for p in rule.params}
+            unlisted = [p for p, v in options.items() if v is None]
+            if unlisted:
+                return (f"{self.name}: {', '.join(unlisted)} must be a constant, a choice or a small "
+                        f"randint range so that '{rule.rule}' can be checked before any trial")
+            bad = [combo for combo in itertools.product(*options.values()) if not rule.check(*combo)]
+            if bad:
+                shown = ", ".join("/".join(f"{p}={v}" for p, v in zip(rule.params, combo))
+                                  for combo in bad[:4])
+                choices = "; ".join(f"{p} in {options[p]}" for p in rule.params)
+                return f"{self.name}: {rule.rule}, but the space allows {shown} ({choices})"
+        return None
+
+    def build(self, task: "Task", data: Mapping[str, Any], hparams: Mapping[str, Any]) -> "nn.Module":
+        """The whole network (encoder and the task's head) for a dataset described by ``data``."""
+        reason = self.incompatibility(task)
+        if reason:
+            raise VariantError(reason)
+        kwargs = {k: hparams[k] for k in ENCODER_ARGS if k in hparams}
+        if self.extras is None:
+            kwargs.update({k: v for k, v in hparams.items()
+                           if k not in ENCODER_ARGS and k not in TRAINING_ARGS})
+        else:
+            kwargs.update({k: hparams[k] for k in self.extras if k in hparams})
+        kwargs.update(self.kwargs)
+        if task.causal:
+            kwargs.update(self.causal_kwargs)
+        encoder = self.factory()(input_dim=data.get("input_dim", 0), vocab_size=data.get("vocab_size", 0),
+                                 **kwargs)
+        from modules.network import SequenceNetwork
+
+        head = task.head(encoder.output_dim, data, float(hparams.get("dropout", 0.0)))
+        return SequenceNetwork(encoder, head, per_step=task.per_step)
+
+    def to_spec(self) -> dict[str, Any]:
+        """What a logged model needs to rebuild this variant without the table."""
+        return {"name": self.name, "encoder": self.encoder, "kwargs": dict(self.kwargs),
+                "bidirectional": self.bidirectional, "causal": self.causal,
+                "causal_kwargs": dict(self.causal_kwargs),
+                "extras": None if self.extras is None else list(self.extras)}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> "Variant":
+        extras = spec.get("extras")
+        return cls(name=spec["name"], encoder=spec["encoder"], kwargs=spec.get("kwargs", {}),
+                   bidirectional=spec.get("bidirectional", False), causal=spec.get("causal", True),
+                   causal_kwargs=spec.get("causal_kwargs", {}),
+                   extras=None if extras is None else tuple(extras), builtin=False)
+
+
+def listed_values(sampler: Any) -> list | None:
+    """Every value a preset sampler can produce, or None when they cannot be listed."""
+    if not isinstance(sampler, Mapping):
+        return [sampler]
+    (kind, arg), = sampler.items()
+    if kind == "choice":
+        return list(arg)
+    if kind == "randint" and arg[1] - arg[0] <= _LISTABLE_RANGE:
+        return list(range(int(arg[0]), int(arg[1])))
+    return None
+
+
+def _rnn(cell: str, bidirectional: bool) -> Variant:
+    return Variant(name=("bi" if bidirectional else "") + cell, encoder="modules.encoders:RNNEncoder",
+                   kwargs={"cell": cell, "bidirectional": bidirectional},
+                   bidirectional=bidirectional, causal=not bidirectional)
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    _rnn("rnn", False), _rnn("lstm", False), _rnn("gru", False),
+    _rnn("rnn", True), _rnn("lstm", True), _rnn("gru", True),
+    Variant(name="transformer", encoder="modules.encoders:TransformerEncoder",
+            causal_kwargs={"causal": True}, extras=("nhead", "ff_mult"),
+            constraints=(Constraint(("hidden_size", "nhead"), _divides,
+                                    "hidden_size must be divisible by nhead"),)),
+)}
+BUILTIN = tuple(VARIANTS)
+
+
+def register(variant: Variant) -> Variant:
+    """Add a variant to the table (a plugin or a test); the same entry twice is a no-op."""
+    existing = VARIANTS.get(variant.name)
+    if existing is not None and existing != variant:
+        raise VariantError(f"variant {variant.name!r} is already defined")
+    VARIANTS[variant.name] = variant
+    return variant
+
+
+def custom_variant(name: str, declared: str | Mapping[str, Any]) -> Variant:
+    """A user's encoder from a preset's ``[custom_variants]``: ``name = "pkg.mod:Class"`` or
+    ``name = {class = "pkg.mod:Class", causal = true, bidirectional = false}``."""
+    if name in VARIANTS:
+        raise VariantError(f"custom variant {name!r} would replace a built-in one; choose another name")
+    fields = {"class": declared} if isinstance(declared, str) else dict(declared)
+    target = fields.get("class", "")
+    if ":" not in target:
+        raise VariantError(f"custom variant {name!r}: expected \"package.module:ClassName\", got {target!r}")
+    unknown = sorted(set(fields) - {"class", "causal", "bidirectional"})
+    if unknown:
+        raise VariantError(f"custom variant {name!r}: unknown key(s) {unknown}; valid: class, causal, bidirectional")
+    bidirectional = bool(fields.get("bidirectional", False))
+    return Variant(name=name, encoder=target, bidirectional=bidirectional,
+                   causal=bool(fields.get("causal", False)) and not bidirectional,
+                   extras=None, builtin=False)
+
+
+def resolve(name: str, custom: Mapping[str, Variant] | None = None) -> Variant:
+    """The table's entry for ``name`` (or a preset's custom variant); unknown names list the valid."""
+    table = {**VARIANTS, **(custom or {})}
+    if name not in table:
+        raise VariantError(f"unknown variant {name!r}; valid: {', '.join(table)}")
+    return table[name]
+
+
+def names(custom: Iterable[str] = ()) -> list[str]:
+    return [*VARIANTS, *custom]
