@@ -26,7 +26,8 @@ from datamodules.artifact import (
     write_artifact,
     MANIFEST,
 )
-from datamodules.loaders import TOKEN_PATTERN, DataError, read_labelled_text, read_series, read_ts, tokenize
+from datamodules.errors import DataError
+from datamodules.loaders import TOKEN_PATTERN, read_labelled_text, read_series, read_ts, tokenize
 from datamodules.audio import build_spoken_digits, espeak_version
 from datamodules.splits import standardize
 

@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
-class DataError(ValueError):
-    """Raw data that cannot be used; the message names the file and the problem."""
+from datamodules.errors import DataError
 
 
 def _open_text(path: Path) -> io.TextIOBase:

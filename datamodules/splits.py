@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from datamodules.artifact import Split
-from datamodules.loaders import DataError
+from datamodules.errors import DataError
 
 
 def standardize(splits: dict[str, Split]) -> dict[str, list[float]]:

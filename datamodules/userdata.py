@@ -21,7 +21,8 @@ import pandas as pd
 from datamodules import catalog
 from datamodules.artifact import Prepared, Split
 from datamodules.audio import AUDIO_EXTENSIONS, build_audio
-from datamodules.loaders import DataError, decode_text, read_table, require_columns, tokenize
+from datamodules.errors import DataError
+from datamodules.loaders import decode_text, read_table, require_columns, tokenize
 from datamodules.splits import check_classes, labelled_splits, standardize, stratified_indices
 
 log = logging.getLogger("rnnbench.data")

@@ -61,7 +61,7 @@ def _setup(tracking_uri=None, experiment=None, ray_address=None) -> Settings:
 def _validated(settings: Settings, preset: str, datasets: Optional[list[str]],
                variants: Optional[list[str]]):
     from datamodules.catalog import available, check_ready
-    from datamodules.loaders import DataError
+    from datamodules.errors import DataError
     from flows.presets import PresetError, check_resources, load_preset, plan, select
     from modules.registry import VariantError, resolve_variant
 
@@ -121,7 +121,7 @@ class _ConsoleNoise(logging.Filter):
         message = record.getMessage()
         if "aborted by an interrupt signal" in message:
             return False
-        from datamodules.loaders import DataError
+        from datamodules.errors import DataError
 
         error = record.exc_info[1] if record.exc_info else None
         return not (isinstance(error, DataError) or "DataError" in message)
@@ -271,7 +271,7 @@ def prepare(
     """Prepare datasets into the local state folder (reused when inputs are unchanged), or
     register your own with --from PATH --kind KIND --name NAME."""
     from datamodules.catalog import DATASETS, available
-    from datamodules.loaders import DataError
+    from datamodules.errors import DataError
 
     settings = _setup()
     options = {k: v for k, v in dict(

@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from datamodules import catalog, userdata
-from datamodules.loaders import DataError
+from datamodules.errors import DataError
 from flows import leaderboard, progress, tracking
 from flows.presets import Preset, check_resources, load_preset, plan, select
 from flows.settings import Settings, load_settings

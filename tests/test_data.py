@@ -11,7 +11,8 @@ import pytest
 from datamodules.artifact import load_split, read_extra
 from datamodules.catalog import artifact_location, baseline_scores, get_dataset, prepare
 from datamodules.datamodule import SequenceDataModule, collate
-from datamodules.loaders import DataError, read_series, read_ts
+from datamodules.errors import DataError
+from datamodules.loaders import read_series, read_ts
 
 
 def test_built_in_datasets_have_the_published_shapes(prepared):

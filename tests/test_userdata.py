@@ -12,7 +12,7 @@ import soundfile as sf
 
 from datamodules.artifact import load_split, read_extra
 from datamodules.catalog import available, prepare
-from datamodules.loaders import DataError
+from datamodules.errors import DataError
 from datamodules.userdata import load_registry, register
 
 
