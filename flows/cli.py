@@ -270,7 +270,8 @@ def prepare(
 ) -> None:
     """Prepare datasets into the local state folder (reused when inputs are unchanged), or
     register your own with --from PATH --kind KIND --name NAME."""
-    from datamodules.catalog import DATASETS, available
+    from datamodules.builtin import DATASETS
+    from datamodules.catalog import available
     from datamodules.errors import DataError
 
     settings = _setup()
@@ -327,7 +328,8 @@ def list_() -> None:
     """The datasets, variants and presets rnnbench knows."""
     from rich.table import Table
 
-    from datamodules.catalog import DATASETS, available
+    from datamodules.builtin import DATASETS
+    from datamodules.catalog import available
     from flows.presets import available_presets, load_preset
     from modules.registry import VARIANTS
 

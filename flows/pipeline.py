@@ -15,7 +15,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from datamodules import catalog, userdata
+from datamodules import baselines, catalog, userdata
 from datamodules.errors import DataError
 from flows import leaderboard, progress, tracking
 from flows.presets import Preset, check_resources, load_preset, plan, select
@@ -79,7 +79,7 @@ def prepare_dataset(datasets: list[str], home: Optional[str] = None) -> dict[str
 @task(name="import", retries=0, cache_policy=NO_CACHE)
 def import_task(name: str, kind: str, source: str, options: dict, data_root: str) -> dict:
     """Read, check, split and featurize the user's file or folder; register it on success."""
-    artifact_dir, manifest, reused = userdata.register(name, kind, Path(source), options,
+    artifact_dir, manifest, reused = catalog.register(name, kind, Path(source), options,
                                                        Path(data_root))
     return {"artifact_dir": str(artifact_dir), "manifest": manifest, "reused": reused}
 
@@ -149,11 +149,11 @@ def _run(settings: Settings, preset: Preset, datasets: list[str], variants: list
                 prepared = prepare_task(dataset, str(settings.data_root),
                                         preset.dataset_params.get(dataset))
                 artifact_dir = Path(prepared["artifact_dir"])
-                baseline = catalog.baseline_scores(artifact_dir)
+                baseline = baselines.baseline_scores(artifact_dir)
                 tracking.log_metrics(uri, run_id, {leaderboard.baseline_metric_name(dataset, k): v
                                                    for k, v in baseline.items()})
                 tracking.set_tags(uri, run_id, {leaderboard.baseline_tag(dataset):
-                                                catalog.baseline_name(prepared["manifest"])})
+                                                baselines.baseline_name(prepared["manifest"])})
                 for variant in (v for d, v in pairs if d == dataset):
                     request = SweepRequest(
                         dataset=dataset, variant=variant, artifact_dir=artifact_dir, preset=preset,

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datamodules.catalog import DATASETS, DatasetSpec
+from datamodules.builtin import DATASETS
+from datamodules.specs import DatasetSpec
 from modules.registry import VARIANTS
 
 PRESET_DIR = Path(__file__).parent / "presets"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from datamodules.artifact import load_split, read_extra
-from datamodules.catalog import artifact_location, baseline_scores, get_dataset, prepare
+from datamodules.baselines import baseline_scores
+from datamodules.catalog import artifact_location, get_dataset, prepare
 from datamodules.datamodule import SequenceDataModule, collate
 from datamodules.errors import DataError
 from datamodules.loaders import read_series, read_ts
@@ -75,7 +76,7 @@ def test_scalers_are_fit_on_training_data_only(prepared):
 
 
 def _sunspots_file():
-    from datamodules.catalog import VENDORED
+    from datamodules.specs import VENDORED
 
     return VENDORED / "sunspots" / "sunspots.txt.gz"
 
@@ -160,7 +161,7 @@ def test_malformed_ts_file_names_file_and_line(tmp_path):
 
 
 def test_a_user_copy_of_the_raw_files_prepares_like_the_vendored_one(tmp_path, prepared):
-    from datamodules.catalog import VENDORED
+    from datamodules.specs import VENDORED
 
     source = tmp_path / "mine"
     source.mkdir()
@@ -241,3 +242,4 @@ def test_bidirectional_variants_are_left_out_of_language_modelling_with_the_reas
                        "so on a language-model dataset it would see the tokens it must predict"]
     with pytest.raises(PresetError, match="no selected variant can train on 'shakespeare-char'"):
         plan(["shakespeare-char"], ["bilstm"])
+
