@@ -309,12 +309,13 @@ def prepare(
     if not chosen:
         _fail(f"name at least one dataset or pass --all; valid: {', '.join(specs)}")
     from datamodules.catalog import check_ready
-    from flows.pipeline import prepare_dataset
 
     try:
         check_ready(chosen, settings.data_root)
     except DataError as exc:
         _fail(str(exc))
+    from flows.pipeline import prepare_dataset
+
     start_prefect_api()
     try:
         results = prepare_dataset(chosen)
