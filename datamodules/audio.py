@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from datamodules.artifact import Prepared
-from datamodules.loaders import DataError
+from datamodules.errors import DataError
 from datamodules.splits import labelled_splits, standardize
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")

@@ -8,15 +8,12 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-
-class DataError(ValueError):
-    """Raw data that cannot be used; the message names the file and the problem."""
+from datamodules.errors import DataError
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -89,16 +86,6 @@ def read_series(path: Path) -> np.ndarray:
     if not np.isfinite(values).all():
         raise DataError(f"{path}: NaN or infinite value at index {int(np.argmin(np.isfinite(values)))}")
     return values
-
-
-# Stored in each text artifact's tokenizer.json, so a logged model tokenizes the same way.
-TOKEN_PATTERN = r"[a-z0-9]+(?:'[a-z]+)?|[!?]"
-_TOKEN = re.compile(TOKEN_PATTERN)
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased words (with contractions) and the punctuation that carries sentiment."""
-    return _TOKEN.findall(text.lower())
 
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl")

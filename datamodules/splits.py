@@ -7,17 +7,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from datamodules import scaling
 from datamodules.artifact import Split
-from datamodules.loaders import DataError
+from datamodules.errors import DataError
 
 
 def standardize(splits: dict[str, Split]) -> dict[str, list[float]]:
     """Per-channel z-scoring with statistics of the training split only."""
     frames = np.concatenate(splits["train"].x, axis=0)
     mean, std = frames.mean(axis=0), frames.std(axis=0) + 1e-8
+    scaler = {"mean": mean.tolist(), "std": std.tolist()}
     for split in splits.values():
-        split.x = [((s - mean) / std).astype(np.float32) for s in split.x]
-    return {"mean": mean.tolist(), "std": std.tolist()}
+        split.x = [scaling.apply(s, scaler) for s in split.x]
+    return scaler
 
 
 def check_classes(labels: Sequence[str], where: str) -> list[str]:

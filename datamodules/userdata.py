@@ -1,5 +1,6 @@
 """The user's own datasets: how each kind of file is read and checked, and the registry
-(``<data_root>/registry.json``) that makes a registered name usable like a built-in one.
+(``<data_root>/registry.json``) that makes a registered name usable like a built-in one
+(``catalog.register`` prepares the data, then ``record`` writes the entry).
 
 A registered dataset is a snapshot: its artifact stays usable when the source file later
 changes, breaks or disappears; registering the same name again replaces it only on success.
@@ -18,11 +19,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from datamodules import catalog
 from datamodules.artifact import Prepared, Split
 from datamodules.audio import AUDIO_EXTENSIONS, build_audio
-from datamodules.loaders import DataError, decode_text, read_table, require_columns, tokenize
+from datamodules.builtin import DATASETS
+from datamodules.errors import DataError
+from datamodules.loaders import decode_text, read_table, require_columns
+from datamodules.series import series_splits
+from datamodules.specs import DatasetSpec
 from datamodules.splits import check_classes, labelled_splits, standardize, stratified_indices
+from datamodules.text import TOKEN_PATTERN, WORD_PATTERN, Tokenizer, build_vocab, language_model_splits
 
 log = logging.getLogger("rnnbench.data")
 
@@ -44,8 +49,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 CHOICES = {"on_missing": ("error", "interpolate"), "on_long": ("truncate", "error"),
            "level": ("char", "word"), "task": ("auto", "classification", "regression"),
            "features": ("logmel", "mfcc")}
-# word-level language models: lower-cased words and every punctuation mark as its own token
-WORD_PATTERN = r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]"
 
 
 def _option(key: str) -> str:
@@ -127,10 +130,10 @@ def build_timeseries(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
         values = filled.to_numpy(np.float64)
         if not np.isfinite(values).all():
             raise DataError(f"{path}: a column has no finite values to interpolate from")
-        prepared = catalog.series_splits(str(path), values, p, columns.index(p["target"]), columns)
+        prepared = series_splits(str(path), values, p, columns.index(p["target"]), columns)
         prepared.warnings.append(f"{what} filled by linear interpolation")
         return prepared
-    return catalog.series_splits(str(path), values, p, columns.index(p["target"]), columns)
+    return series_splits(str(path), values, p, columns.index(p["target"]), columns)
 
 
 # ---------------------------------------------------------------- text
@@ -147,19 +150,20 @@ def build_text_classification(files: dict[str, Path], p: dict[str, Any]) -> Prep
             raise DataError(f"{path}: row {row + 2}: column {col!r} is empty")
     labels = frame[p["label_column"]].astype(str).tolist()
     check_classes(labels, str(path))
+    tokenizer = {"pattern": TOKEN_PATTERN, "lowercase": True, "max_len": p["max_len"]}
+    words = Tokenizer(tokenizer).tokens
     tokens, truncated = [], []
     for row, text in enumerate(frame[p["text_column"]].astype(str)):
-        toks = tokenize(text)
+        toks = words(text)
         if _too_long(len(toks), p, "max_len", f"{path}: row {row + 2}", truncated):
             toks = toks[: p["max_len"]]
         tokens.append(toks)
     splits, classes = labelled_splits(tokens, labels, p, where=str(path))
-    vocab = catalog.build_vocab(splits["train"].x, p["min_freq"], p["max_vocab"])
-    index = {t: i for i, t in enumerate(vocab)}
+    vocab = build_vocab(splits["train"].x, p["min_freq"], p["max_vocab"])
+    to_ids = Tokenizer(tokenizer, vocab).ids
     for split in splits.values():
-        split.x = [catalog.encode(toks, index, p["max_len"]) for toks in split.x]
+        split.x = [to_ids(toks) for toks in split.x]
     meta = {"num_classes": len(classes), "input_dim": 0, "vocab_size": len(vocab)}
-    tokenizer = {"pattern": catalog.TOKEN_PATTERN, "lowercase": True, "max_len": p["max_len"]}
     return Prepared(splits, meta, {"labels": classes, "vocab": vocab, "tokenizer": tokenizer},
                     warnings=_truncation_warning(truncated, p["max_len"]))
 
@@ -168,8 +172,7 @@ def build_text_lm(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
     """A plain .txt file: a character- or word-level language model on contiguous stretches."""
     (path,) = files.values()
     text = decode_text(path, p["encoding"])
-    tokens = list(text) if p["level"] == "char" else re.findall(WORD_PATTERN, text.lower())
-    return catalog.language_model_splits(tokens, p, str(path), {
+    return language_model_splits(text, p, str(path), {
         "level": p["level"], "max_len": p["seq_len"],
         **({"pattern": WORD_PATTERN, "lowercase": True} if p["level"] == "word" else {})})
 
@@ -294,12 +297,12 @@ def _kind_of(kind: str, source: Path) -> tuple[str, str, str, Any]:
 
 
 def make_spec(name: str, kind: str, source: Path, options: dict[str, Any] | None = None,
-              snapshot: Path | None = None, task: str | None = None) -> catalog.DatasetSpec:
+              snapshot: Path | None = None, task: str | None = None) -> DatasetSpec:
     """A DatasetSpec for the user's file or folder; every option checked against the kind."""
     if not NAME.match(name):
         raise DataError(f"dataset name {name!r}: use lower-case letters, digits, '.', '_' or '-' "
                         "(at most 64, starting with a letter or digit)")
-    if name in catalog.DATASETS:
+    if name in DATASETS:
         raise DataError(f"{name!r} is a built-in dataset; choose another --name")
     source = Path(source).expanduser().resolve()
     if not source.exists():
@@ -315,7 +318,7 @@ def make_spec(name: str, kind: str, source: Path, options: dict[str, Any] | None
     _check_choices(defaults)
     if kind == "sequences":
         kind_task = task or (defaults["task"] if defaults["task"] != "auto" else sequence_task(source))
-    return catalog.DatasetSpec(
+    return DatasetSpec(
         name=name, modality=modality, task=kind_task,
         description=f"your {kind} data from {source}", folder=str(source.parent),
         files=(source.name,), build=build, defaults=defaults, source=source, snapshot=snapshot,
@@ -337,13 +340,13 @@ def load_registry(data_root: Path) -> dict[str, dict]:
                         "fix or remove it and register your datasets again") from None
 
 
-def user_specs(data_root: Path) -> dict[str, catalog.DatasetSpec]:
+def user_specs(data_root: Path) -> dict[str, DatasetSpec]:
     """Every registered dataset, as specs whose defaults are the options it was registered with."""
     specs = {}
     for name, rec in load_registry(data_root).items():
         source = Path(rec["source"])
         build = _kind_of(rec["kind"], source)[3] if source.exists() else _source_gone(rec)
-        specs[name] = catalog.DatasetSpec(
+        specs[name] = DatasetSpec(
             name=name, modality=rec["modality"], task=rec["task"],
             description=rec.get("description", f"your {rec['kind']} data"),
             folder=str(source.parent), files=(source.name,), build=build,
@@ -368,14 +371,13 @@ def _write_registry(data_root: Path, registry: dict[str, dict]) -> None:
     os.replace(tmp, path)
 
 
-def register(name: str, kind: str, source: Path, options: dict[str, Any] | None,
-             data_root: Path) -> tuple[Path, dict, bool]:
-    """Prepare the user's data and, only once that succeeded, record it under ``name``."""
-    spec = make_spec(name, kind, source, options)
-    artifact_dir, manifest, reused = catalog.prepare(name, data_root, spec=spec)
+def record(data_root: Path, spec: DatasetSpec, manifest: dict) -> None:
+    """Record a user's dataset, just prepared from ``spec`` into the artifact ``manifest``
+    describes, under its name (replacing an earlier entry of that name)."""
     registry = load_registry(data_root)
-    registry[name] = {"kind": kind, "source": str(spec.source), "params": manifest["params"],
-                      "modality": spec.modality, "task": spec.task, "description": spec.description,
-                      "cache_key": manifest["cache_key"], "content_hash": manifest["content_hash"]}
+    registry[spec.name] = {"kind": spec.kind, "source": str(spec.source),
+                           "params": manifest["params"], "modality": spec.modality,
+                           "task": spec.task, "description": spec.description,
+                           "cache_key": manifest["cache_key"],
+                           "content_hash": manifest["content_hash"]}
     _write_registry(data_root, registry)
-    return artifact_dir, manifest, reused

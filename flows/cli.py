@@ -171,7 +171,8 @@ def prepare(
     """Prepare datasets into the local state folder (reused when inputs are unchanged), or
     register your own with --from PATH --kind KIND --name NAME."""
     from datamodules import catalog
-    from datamodules.loaders import DataError
+    from datamodules.builtin import DATASETS
+    from datamodules.errors import DataError
     from flows import render
 
     settings = runtime.setup()
@@ -186,12 +187,10 @@ def prepare(
             _fail("--from registers one dataset; leave out dataset names and --all")
         if not kind or not name:
             _fail("--from needs --kind (timeseries, text, audio or sequences) and --name")
-        from datamodules import userdata
-
         try:
             # read, checked and prepared before Prefect starts, so bad data is refused in
             # seconds; the flow below then finds the artifact and records the registration
-            artifact_dir, manifest, reused = userdata.register(name, kind, from_, options,
+            artifact_dir, manifest, reused = catalog.register(name, kind, from_, options,
                                                                settings.data_root)
         except DataError as exc:
             _fail(str(exc))
@@ -208,7 +207,7 @@ def prepare(
         _fail("--kind, --name and format options go with --from PATH")
     try:
         specs = catalog.available(settings.data_root)
-        chosen = list(catalog.DATASETS) if all_ else list(names or [])
+        chosen = list(DATASETS) if all_ else list(names or [])
         if not chosen:
             _fail(f"name at least one dataset or pass --all; valid: {', '.join(specs)}")
         catalog.check_ready(chosen, settings.data_root)
@@ -223,13 +222,14 @@ def prepare(
 def list_() -> None:
     """The datasets, variants and presets rnnbench knows."""
     from datamodules import catalog
+    from datamodules.builtin import DATASETS
     from flows import render
     from flows.plan import available_presets, load_preset
     from modules.variants import VARIANTS
 
     settings = runtime.setup()
     specs = catalog.available(settings.data_root)
-    render.catalogue(catalog.DATASETS, {k: v for k, v in specs.items() if k not in catalog.DATASETS},
+    render.catalogue(DATASETS, {k: v for k, v in specs.items() if k not in DATASETS},
                      VARIANTS, [(name, load_preset(name).description) for name in available_presets()])
 
 

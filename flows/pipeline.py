@@ -21,7 +21,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from datamodules import catalog, userdata
-from datamodules.loaders import DataError
+from datamodules.errors import DataError
 from flows import leaderboard, progress, tracking
 from flows.plan import Plan, PlanError, PresetName, VariantName, make_plan
 from flows.settings import Settings, apply_environment, load_settings
@@ -115,7 +115,7 @@ def prepare_dataset(datasets: list[str], home: Optional[str] = None) -> dict[str
 @task(name="import", retries=0, cache_policy=NO_CACHE)
 def import_task(name: str, kind: str, source: str, options: dict, data_root: str) -> dict:
     """Read, check, split and featurize the user's file or folder; register it on success."""
-    artifact_dir, manifest, reused = userdata.register(name, kind, Path(source), options,
+    artifact_dir, manifest, reused = catalog.register(name, kind, Path(source), options,
                                                        Path(data_root))
     return {"artifact_dir": str(artifact_dir), "manifest": manifest, "reused": reused}
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional, Union
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt,
                       ValidationError, field_validator)
 
-from datamodules.loaders import DataError
+from datamodules.errors import DataError
 from flows.settings import Settings
 from modules import tasks, variants
 from modules.tasks import Task
@@ -239,6 +239,7 @@ def make_plan(settings: Settings, preset: str | None = "quick", preset_path: str
     ``check_machine=False`` skips what depends on this machine, outside programs and GPUs (to
     check a preset on a machine that will not run it)."""
     from datamodules import catalog
+    from datamodules.builtin import DATASETS
 
     p = load_preset(preset, preset_path)
     custom = _custom_variants(p)
@@ -246,7 +247,7 @@ def make_plan(settings: Settings, preset: str | None = "quick", preset_path: str
         specs = catalog.available(settings.data_root)
     except DataError as exc:
         raise PlanError(str(exc)) from None
-    ds = _check_names("dataset", list(datasets or p.datasets or list(catalog.DATASETS)), list(specs))
+    ds = _check_names("dataset", list(datasets or p.datasets or list(DATASETS)), list(specs))
     valid_variants = variants.names(custom)
     vs = _check_names("variant", [getattr(v, "value", v) for v in (variants_ or p.variants or variants.BUILTIN)],
                       valid_variants)

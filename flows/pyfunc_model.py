@@ -49,16 +49,17 @@ class SequenceModel(PythonModel):
 
     def _encode(self, frame: pd.DataFrame) -> list:
         if self.tokenizer is not None:
-            return [torch.from_numpy(self.tokenizer.encode(str(text))) for text in frame["text"]]
+            return [torch.from_numpy(self.tokenizer(str(text))) for text in frame["text"]]
         if self.spec["data"].get("vocab_size"):  # token ids given as they are
             return [torch.as_tensor(np.asarray(seq, dtype=np.int64).reshape(-1)) for seq in frame["sequence"]]
         scaler = self.spec.get("scaler")
         seqs = []
         for seq in frame["sequence"]:
-            arr = np.asarray([np.asarray(step, dtype=np.float32) for step in seq], dtype=np.float32)
+            arr = np.asarray([np.asarray(step, dtype=np.float64) for step in seq], dtype=np.float64)
             if arr.ndim == 1:
                 arr = arr[:, None]
-            seqs.append(torch.from_numpy(self.scale(arr, scaler) if scaler else arr))
+            scaled = self.scale(arr, scaler) if scaler else arr  # in float64, then as the model reads it
+            seqs.append(torch.from_numpy(np.asarray(scaled, dtype=np.float32)))
         return seqs
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:

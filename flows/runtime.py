@@ -36,7 +36,7 @@ def setup(tracking_uri=None, experiment=None, ray_address=None) -> Settings:
 
 
 def bad_input_types() -> tuple[type, ...]:
-    from datamodules.loaders import DataError
+    from datamodules.errors import DataError
     from flows.plan import PlanError
 
     return DataError, PlanError

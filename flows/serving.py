@@ -58,7 +58,7 @@ def _package_dir(module_name: str) -> Path | None:
 
 # The part of ``datamodules`` a served model runs: the tokenizing and scaling code that
 # preparation used (not the readers, nor the vendored raw data).
-SERVED_DATA_CODE = ("__init__.py", "text.py", "scaling.py")
+SERVED_DATA_CODE = ("__init__.py", "text.py", "scaling.py", "artifact.py", "errors.py")
 
 
 def _served_datamodules(out: Path) -> Path:

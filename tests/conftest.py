@@ -40,6 +40,7 @@ def data_root(tmp_path_factory) -> Path:
 def prepared(data_root):
     """The built-in datasets that need no outside tool (spoken-digits needs espeak-ng, see
     tests/system), prepared once per session: name -> (artifact dir, manifest)."""
-    from datamodules.catalog import DATASETS, prepare
+    from datamodules.builtin import DATASETS
+    from datamodules.catalog import prepare
 
     return {name: prepare(name, data_root)[:2] for name, spec in DATASETS.items() if not spec.versions}

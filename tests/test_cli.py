@@ -63,14 +63,14 @@ def test_non_positive_size_in_a_preset_is_refused(tmp_path):
 def test_list_shows_every_dataset_variant_and_preset(tmp_path):
     proc = _cli("list", home=tmp_path)
     assert proc.returncode == 0
-    from datamodules.catalog import DATASETS
+    from datamodules.builtin import DATASETS
 
     for name in (*DATASETS, "rnn lstm gru birnn bilstm bigru transformer", "quick"):
         assert name in proc.stdout
 
 
 def test_prepare_writes_artifacts_and_reuses_them(tmp_path):
-    from datamodules.catalog import DATASETS
+    from datamodules.builtin import DATASETS
 
     names = [name for name, spec in DATASETS.items() if not spec.versions]
     first = _cli("prepare", *names, home=tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ import pytest
 from datamodules.artifact import load_split, read_extra
 from datamodules.catalog import artifact_location, get_dataset, prepare
 from datamodules.datamodule import SequenceDataModule, collate
-from datamodules.loaders import DataError, read_series, read_ts
+from datamodules.errors import DataError
+from datamodules.loaders import read_series, read_ts
 
 
 def baseline_scores(artifact) -> dict[str, float]:
@@ -83,7 +85,7 @@ def test_scalers_are_fit_on_training_data_only(prepared):
 
 
 def _sunspots_file():
-    from datamodules.catalog import VENDORED
+    from datamodules.specs import VENDORED
 
     return VENDORED / "sunspots" / "sunspots.txt.gz"
 
@@ -168,7 +170,7 @@ def test_malformed_ts_file_names_file_and_line(tmp_path):
 
 
 def test_a_user_copy_of_the_raw_files_prepares_like_the_vendored_one(tmp_path, prepared):
-    from datamodules.catalog import VENDORED
+    from datamodules.specs import VENDORED
 
     source = tmp_path / "mine"
     source.mkdir()
@@ -253,3 +255,82 @@ def test_bidirectional_variants_are_left_out_of_language_modelling_with_the_reas
                             "so on a language-model dataset it would see the tokens it must predict"]
     with pytest.raises(PlanError, match="no selected variant can train on 'shakespeare-char'"):
         make_plan(settings, "quick", None, ["shakespeare-char"], ["bilstm"])
+
+
+def test_raw_text_encoded_from_the_stored_tokenizer_gives_the_prepared_ids(prepared):
+    import bz2
+
+    from datamodules.loaders import read_labelled_text
+    from datamodules.specs import VENDORED
+    from datamodules.text import Tokenizer
+
+    artifact, _ = prepared["rotten-tomatoes"]
+    tokenizer = Tokenizer(read_extra(artifact, "tokenizer"), read_extra(artifact, "vocab"))
+    raw = read_labelled_text(VENDORED / "rotten_tomatoes" / "rotten_tomatoes_corpus_full.csv.bz2",
+                             "text", "category")
+    test = load_split(artifact, "test")
+    for row, ids in zip(test.ids[:200], test.x[:200]):
+        assert tokenizer(raw.loc[row, "text"]).tolist() == ids.tolist()
+    assert tokenizer("").tolist() == [1] and len(tokenizer("word " * 500)) == 48
+    artifact, manifest = prepared["shakespeare-char"]
+    chars = Tokenizer(read_extra(artifact, "tokenizer"), read_extra(artifact, "vocab"))
+    text = bz2.decompress((VENDORED / "shakespeare" / "shakespeare_plays.txt.bz2").read_bytes()).decode()
+    val = load_split(artifact, "val")
+    for start, ids in zip(val.ids[:20], val.x[:20]):
+        assert chars(text[start: start + manifest["params"]["seq_len"]]).tolist() == ids.tolist()
+
+
+def test_raw_input_scaled_with_the_stored_scaler_gives_the_prepared_values(prepared):
+    from datamodules import scaling
+    from datamodules.specs import VENDORED
+
+    artifact, _ = prepared["japanese-vowels"]
+    raw, _ = read_ts(VENDORED / "japanese_vowels" / "JapaneseVowels_TRAIN.ts.gz")
+    scaler, train = read_extra(artifact, "scaler"), load_split(artifact, "train")
+    for row, x in zip(train.ids[:20], train.x[:20]):
+        assert np.array_equal(scaling.apply(raw[row], scaler), x)
+    artifact, manifest = prepared["sunspots"]
+    raw, window = read_series(_sunspots_file())[:, None], manifest["window"]
+    scaler, test = read_extra(artifact, "scaler"), load_split(artifact, "test")
+    for start, x in zip(test.ids[:20], test.x[:20]):
+        assert np.array_equal(scaling.apply(raw[start - window: start], scaler), x)
+    np.testing.assert_allclose(scaling.invert(test.y[0], scaler, 0),
+                               raw[test.ids[0]: test.ids[0] + manifest["horizon"], 0], rtol=1e-5)
+
+
+def test_a_dataset_registered_at_run_time_prepares_by_name_and_a_taken_name_is_refused(tmp_path):
+    from datamodules.artifact import Prepared, Split
+    from datamodules.builtin import DATASETS
+    from datamodules.catalog import register_dataset
+    from datamodules.specs import DatasetSpec
+
+    def build(files, p):
+        def split(n):
+            return Split([np.ones((3, 1), np.float32)] * n, np.zeros((n, 1), np.float32), np.arange(n))
+        return Prepared({"train": split(p["n"]), "val": split(2), "test": split(2)},
+                        {"outputs": 1, "input_dim": 1, "vocab_size": 0})
+
+    toy = DatasetSpec(name="toy-ones", modality="synthetic", task="regression",
+                      description="ones", folder="", files=(), build=build, defaults={"n": 4})
+    try:
+        register_dataset(toy)
+        _, manifest, _ = prepare("toy-ones", tmp_path)
+        assert manifest["splits"]["train"]["n"] == 4 and get_dataset("toy-ones") is toy
+        with pytest.raises(DataError, match="dataset 'toy-ones' is already defined"):
+            register_dataset(toy)
+    finally:
+        DATASETS.pop("toy-ones", None)
+    with pytest.raises(DataError, match="dataset 'sunspots' is already defined"):
+        register_dataset(DATASETS["sunspots"])
+
+
+def test_the_catalog_imports_no_training_audio_or_sklearn_libraries():
+    import subprocess
+    import sys
+
+    heavy = ("sklearn", "torch", "ray", "mlflow", "librosa")
+    code = ("import sys, datamodules.catalog; "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[1])
+    assert out.stdout.strip() == "[]"

@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 
 from datamodules.artifact import load_split, read_extra
-from datamodules.catalog import available, prepare
-from datamodules.loaders import DataError
-from datamodules.userdata import load_registry, register
+from datamodules.catalog import available, prepare, register
+from datamodules.errors import DataError
+from datamodules.userdata import load_registry
 
 
 def _series_csv(path, n=400, bad=None):

@@ -29,7 +29,7 @@ def home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("all")
     proc = _cli("prepare", "--all", home=home)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    from datamodules.catalog import DATASETS
+    from datamodules.builtin import DATASETS
 
     assert proc.stdout.count("prepared:") == len(DATASETS)
     assert "Traceback" not in proc.stdout + proc.stderr
@@ -59,7 +59,7 @@ def test_spoken_digits_are_synthesized_with_voices_kept_apart(home):
 def test_a_second_prepare_all_reuses_every_artifact(home):
     proc = _cli("prepare", "--all", home=home)
     assert proc.returncode == 0 and "prepared:" not in proc.stdout
-    from datamodules.catalog import DATASETS
+    from datamodules.builtin import DATASETS
 
     assert proc.stdout.count("reused:") == len(DATASETS)
 
