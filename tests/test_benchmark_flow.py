@@ -23,7 +23,7 @@ def tracking_uri(tmp_path_factory) -> str:
 def finished(prefect_harness, tracking_uri):
     from flows.pipeline import benchmark
 
-    result = benchmark(preset=TINY_PRESET, experiment="e2e", tracking_uri=tracking_uri)
+    result = benchmark(preset_path=TINY_PRESET, experiment="e2e", tracking_uri=tracking_uri)
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name("e2e")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
@@ -92,13 +92,13 @@ def test_interrupted_benchmark_is_marked_killed_and_the_same_command_resumes(
     real = pipeline.run_sweep
 
     def interrupt_on_bigru(request):
-        if request.variant == "bigru":
+        if request.variant.name == "bigru":
             raise KeyboardInterrupt
         return real(request)
 
     monkeypatch.setattr(pipeline, "run_sweep", interrupt_on_bigru)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.benchmark(preset=TINY_PRESET, experiment="resume", tracking_uri=tracking_uri)
+        pipeline.benchmark(preset_path=TINY_PRESET, experiment="resume", tracking_uri=tracking_uri)
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name("resume")
     runs = client.search_runs([exp.experiment_id])
@@ -109,7 +109,7 @@ def test_interrupted_benchmark_is_marked_killed_and_the_same_command_resumes(
     assert lstm_sweep.info.status == "FINISHED"
 
     monkeypatch.setattr(pipeline, "run_sweep", real)
-    result = pipeline.benchmark(preset=TINY_PRESET, experiment="resume", tracking_uri=tracking_uri)
+    result = pipeline.benchmark(preset_path=TINY_PRESET, experiment="resume", tracking_uri=tracking_uri)
     assert result["run_id"] == bench.info.run_id and result["resumed"]
     runs = client.search_runs([exp.experiment_id])
     sweeps = _role(runs, "sweep")
@@ -120,7 +120,7 @@ def test_interrupted_benchmark_is_marked_killed_and_the_same_command_resumes(
 def test_sweep_flow_tunes_one_variant_under_its_own_parent_run(prefect_harness, tracking_uri):
     from flows.pipeline import sweep
 
-    result = sweep(dataset="japanese-vowels", variant="gru", preset=TINY_PRESET,
+    result = sweep(dataset="japanese-vowels", variant="gru", preset_path=TINY_PRESET,
                    experiment="one-sweep", tracking_uri=tracking_uri)
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name("one-sweep")
@@ -144,7 +144,7 @@ def test_a_registered_dataset_runs_through_the_flows_by_name(prefect_harness, tr
                               {"target": "load", "time_column": "hour", "window": 24,
                                "horizon": 6, "season": 24})
     assert imported["site-load"]["manifest"]["input_dim"] == 2
-    result = benchmark(preset=TINY_PRESET, datasets=["site-load"], variants=["gru"],
+    result = benchmark(preset_path=TINY_PRESET, datasets=["site-load"], variants=["gru"],
                        experiment="byo", tracking_uri=tracking_uri)
     board = result["boards"]["site-load"]
     assert board["variant"].tolist() == ["gru", "(seasonal naive (lag 24))"]
