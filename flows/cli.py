@@ -53,7 +53,7 @@ def _benchmark_args(plan, preset: str, resume: Optional[str]) -> dict:
     from modules.variants import BUILTIN
 
     is_file = Path(preset).suffix == ".toml"
-    return dict(preset=None if is_file else preset, preset_path=preset if is_file else None,
+    return dict(**({"preset_path": preset} if is_file else {"preset": preset}),
                 datasets=plan.datasets, variants=[v for v in plan.variants if v in BUILTIN],
                 extra_variants=[v for v in plan.variants if v not in BUILTIN] or None,
                 experiment=plan.settings.experiment, tracking_uri=plan.settings.tracking_uri,
@@ -113,9 +113,9 @@ def sweep(
     plan = _plan(settings, preset, [dataset], [variant])
     from flows.pipeline import sweep as sweep_flow
 
-    args = _benchmark_args(plan, preset, resume)
-    _run_benchmark(sweep_flow, settings, dataset=dataset, variant=variant, preset=args["preset"],
-                   preset_path=args["preset_path"], experiment=settings.experiment,
+    which = {k: v for k, v in _benchmark_args(plan, preset, resume).items() if k.startswith("preset")}
+    _run_benchmark(sweep_flow, settings, dataset=dataset, variant=variant, **which,
+                   experiment=settings.experiment,
                    tracking_uri=settings.tracking_uri, ray_address=settings.ray_address,
                    home=str(settings.home), resume=resume, show_progress=True)
 

@@ -1,13 +1,14 @@
 """Console hygiene: the warnings and log lines that tell a user nothing actionable.
 
-``silence`` runs in the driver and, as Ray's worker_process_setup_hook, in every Ray worker:
-warning filters set in the driver do not reach worker processes.
+``silence`` runs in the driver and, through ``worker_setup`` (Ray's worker_process_setup_hook),
+in every Ray worker: warning filters set in the driver do not reach worker processes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import warnings
 
 _IGNORED_WARNINGS = (
@@ -41,3 +42,11 @@ def silence() -> None:
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
 
+
+def worker_setup() -> None:
+    """Ray's worker_process_setup_hook: quiet, and deaf to the terminal's Ctrl-C, which reaches
+    the whole process group. The driver handles it (Tune saves its state and stops the trials);
+    a worker that got it too would end its trial early as if it had finished (Lightning treats
+    KeyboardInterrupt as a graceful stop), and that trial would never be resumed."""
+    silence()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

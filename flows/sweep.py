@@ -9,7 +9,9 @@ lives under that benchmark run's id, so only that run can resume it.
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,6 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
-from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
@@ -60,6 +61,10 @@ class SweepRequest:
 class SweepInterrupted(KeyboardInterrupt):
     """Tune stopped on Ctrl-C or SIGTERM after saving its state; the same run can resume."""
 
+    def __init__(self, grid):
+        super().__init__()
+        self.grid = grid
+
 
 def start_ray(settings: Settings) -> None:
     """Start (or join, with --ray-address) Ray once per process, quietly."""
@@ -71,7 +76,7 @@ def start_ray(settings: Settings) -> None:
     ray.init(
         address=settings.ray_address, include_dashboard=False, log_to_driver=False,
         logging_level="ERROR", configure_logging=True,
-        runtime_env={"worker_process_setup_hook": "flows.quiet.silence",
+        runtime_env={"worker_process_setup_hook": "flows.quiet.worker_setup",
                      "env_vars": {"PYTHONWARNINGS": "ignore",
                                   "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}},
     )
@@ -105,10 +110,12 @@ def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: di
         param_space={**search_space(req.space), CONTEXT_KEY: context},
         tune_config=TuneConfig(
             metric=metric, mode=mode, num_samples=b.num_samples,
-            max_concurrent_trials=b.max_concurrent_trials, reuse_actors=True,
+            reuse_actors=True,
             scheduler=ASHAScheduler(max_t=b.max_epochs, grace_period=min(b.grace_period, b.max_epochs),
                                     reduction_factor=b.reduction_factor),
-            search_alg=BasicVariantGenerator(random_state=b.seed),
+            # Tune ignores TuneConfig.max_concurrent_trials (with a warning) when given a
+            # generator instance: the generator must carry the limit itself
+            search_alg=BasicVariantGenerator(random_state=b.seed, max_concurrent=b.max_concurrent_trials),
         ),
         run_config=RunConfig(
             name=path.name, storage_path=str(path.parent), verbose=0,
@@ -121,10 +128,25 @@ def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: di
     )
 
 
-def _interrupted(grid) -> bool:
-    """Tune's SIGINT handler ends ``fit`` early (after saving state) with trials unfinished."""
-    trials = grid._experiment_analysis.trials
-    return any(t.status not in (Trial.TERMINATED, Trial.ERROR) for t in trials)
+def _fit(tuner: tune.Tuner):
+    """``tuner.fit()``, raising SweepInterrupted when Ctrl-C or SIGTERM stopped it.
+
+    In the main thread Tune installs its own SIGINT handler for the duration of the sweep: the
+    first signal makes it stop the trials and save the experiment's state (what a resume starts
+    from), then it puts the previous handler back and ``fit`` returns normally, every trial
+    marked TERMINATED. So a handler that is back to the previous one tells the sweep was
+    interrupted; Tune's own handler still in place (it never uninstalls it) tells it was not.
+    """
+    before = signal.getsignal(signal.SIGINT)
+    watching = threading.current_thread() is threading.main_thread()
+    try:
+        grid = tuner.fit()
+    finally:
+        after = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, before)  # later Ctrl-C must raise KeyboardInterrupt again
+    if watching and after is before:
+        raise SweepInterrupted(grid)
+    return grid
 
 
 def run_sweep(req: SweepRequest) -> dict[str, Any]:
@@ -163,18 +185,8 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
     try:
         start_ray(req.settings)
         tuner = _tuner(req, dataset, sweep_run_id, tags)
-        grid = tuner.fit()
-        if _interrupted(grid):
-            raise SweepInterrupted
-        for result in grid:
-            trial_run = tracking.find_child(uri, req.experiment_id, sweep_run_id,
-                                            {"rnnbench.trial_id": result.metrics.get("trial_id", "")})
-            if trial_run is not None:  # Tune's verdict on each trial is the final word
-                epochs = int(result.metrics.get("training_iteration", 0))
-                tracking.set_tags(uri, trial_run.info.run_id,
-                                  {"rnnbench.epochs": epochs,
-                                   "rnnbench.stopped_early": str(epochs < req.budget.max_epochs).lower()})
-                tracking.finish(uri, trial_run.info.run_id, "FAILED" if result.error else "FINISHED")
+        grid = _fit(tuner)
+        _record_verdicts(req, sweep_run_id, grid)
         ok = [r for r in grid if r.error is None and r.metrics and metric in r.metrics]
         if not ok:
             first_error = next((r.error for r in grid if r.error is not None), None)
@@ -208,8 +220,10 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
             score = test_metrics.get(f"test/{name}")
             shown.end_sweep(f"  [green]✓[/] {label} val/{name} {best_val:.3f}  test/{name} {score:.3f}")
         return summary
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         status = "KILLED"
+        if isinstance(exc, SweepInterrupted):  # trials that ran to the end keep their FINISHED
+            _record_verdicts(req, sweep_run_id, exc.grid, only_done=True)
         raise
     except BaseException as exc:
         tracking.set_tags(uri, sweep_run_id, {"rnnbench.error": f"{type(exc).__name__}: {exc}"[:4000]})
@@ -219,6 +233,24 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
     finally:
         tracking.close_descendants(uri, req.experiment_id, sweep_run_id, status)
         tracking.finish(uri, sweep_run_id, status)
+
+
+def _record_verdicts(req: SweepRequest, sweep_run_id: str, grid, only_done: bool = False) -> None:
+    """Tune's verdict on each trial is the final word on its MLflow run (``only_done``: after an
+    interruption, only for the trials that had run to the end)."""
+    uri = req.settings.tracking_uri
+    for result in grid:
+        metrics = result.metrics or {}
+        epochs = int(metrics.get("training_iteration", 0))
+        if only_done and not (metrics.get("done") or epochs >= req.budget.max_epochs):
+            continue
+        trial_run = tracking.find_child(uri, req.experiment_id, sweep_run_id,
+                                        {"rnnbench.trial_id": metrics.get("trial_id", "")})
+        if trial_run is not None:
+            tracking.set_tags(uri, trial_run.info.run_id,
+                              {"rnnbench.epochs": epochs,
+                               "rnnbench.stopped_early": str(epochs < req.budget.max_epochs).lower()})
+            tracking.finish(uri, trial_run.info.run_id, "FAILED" if result.error else "FINISHED")
 
 
 def summary_from_run(run) -> dict[str, Any]:
