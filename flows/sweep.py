@@ -190,7 +190,8 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
         ok = [r for r in grid if r.error is None and r.metrics and metric in r.metrics]
         if not ok:
             first_error = next((r.error for r in grid if r.error is not None), None)
-            raise RuntimeError(f"every trial of {req.dataset}/{req.variant.name} failed: {first_error}")
+            raise RuntimeError(f"every trial of {req.dataset}/{req.variant.name} failed: "
+                               f"{_root_cause(first_error)}")
         best = grid.get_best_result(metric, mode, scope="all")
         # the checkpoint with the best validation score is the model that gets tested and logged
         pick = max if mode == "max" else min
@@ -233,6 +234,12 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
     finally:
         tracking.close_descendants(uri, req.experiment_id, sweep_run_id, status)
         tracking.finish(uri, sweep_run_id, status)
+
+
+def _root_cause(error: BaseException | None) -> str:
+    """The trial's own exception, not Ray's wrapper with its remote traceback."""
+    cause = getattr(error, "cause", None) or error
+    return f"{type(cause).__name__}: {cause}".splitlines()[0] if cause is not None else "no result"
 
 
 def _record_verdicts(req: SweepRequest, sweep_run_id: str, grid, only_done: bool = False) -> None:
