@@ -64,13 +64,13 @@ def prepared(results: dict[str, dict]) -> None:
             console.print(f"  [yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
-def _table(title: str, columns: Iterable[str], rows: list[tuple[str, ...]]) -> Table:
-    """A table whose first column (the name a user copies) always keeps its full width; the
-    other columns wrap instead."""
+def _table(title: str, columns: Iterable[str], rows: list[tuple[str, ...]], whole: int = 1) -> Table:
+    """A table whose first ``whole`` columns (names a user copies) always keep their full
+    width; the other columns wrap instead."""
     table = Table(title=title, title_justify="left")
     for i, col in enumerate(columns):
-        if i == 0:
-            table.add_column(col, no_wrap=True, min_width=max(len(r[0]) for r in rows))
+        if i < whole:
+            table.add_column(col, no_wrap=True, min_width=max(len(r[i]) for r in rows))
         else:
             table.add_column(col, overflow="fold")
     for row in rows:
@@ -84,7 +84,7 @@ def catalogue(builtin: dict, yours: dict, variants: Iterable[str], presets: list
             continue
         rows = [(spec.name, spec.modality, spec.task, spec.description,
                  " ".join(f"{k}={v}" for k, v in spec.defaults.items())) for spec in group.values()]
-        console.print(_table(title, ("name", "modality", "task", "description", "parameters"), rows),
-                      crop=False)
+        console.print(_table(title, ("name", "modality", "task", "description", "parameters"), rows,
+                             whole=3), crop=False)
     console.print("variants: " + " ".join(variants), soft_wrap=True)
     console.print(_table("presets", ("name", "description"), presets), crop=False)

@@ -113,3 +113,55 @@ def test_prepare_from_a_bad_file_says_what_is_wrong_in_one_line_then_a_good_one_
     assert "Registered site" in good.stdout
     listed = _cli("list", home=tmp_path)
     assert "your datasets" in listed.stdout and "site" in listed.stdout
+
+
+def _imported(stderr: str) -> set[str]:
+    """Top-level packages a ``python -X importtime`` run imported."""
+    names = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--variants", "nosuch"],
+    ["run", "--datasets", "imdb"],
+    ["list"],
+    ["--help"],
+])
+def test_answers_that_need_no_training_import_no_training_library(tmp_path, args):
+    env = {**os.environ, "RNNBENCH_HOME": str(tmp_path), "COLUMNS": "200"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run([sys.executable, "-X", "importtime", RNNBENCH, *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode in (0, 2), proc.stdout + proc.stderr[-2000:]
+    heavy = _imported(proc.stderr) & {"ray", "torch", "sklearn", "mlflow", "prefect", "pytorch_lightning"}
+    assert not heavy, f"{args} imported {sorted(heavy)}"
+
+
+def test_a_bad_user_file_is_refused_before_prefect_or_ray_start(tmp_path):
+    gaps = tmp_path / "gaps.csv"
+    gaps.write_text("time,load\n2024-01-01,1.5\n2024-01-02,\n2024-01-03,2.0\n")
+    env = {**os.environ, "RNNBENCH_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-X", "importtime", RNNBENCH, "prepare", "--from", str(gaps),
+                           "--kind", "timeseries", "--name", "gaps", "--target", "load",
+                           "--time-column", "time"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "1 missing, NaN or infinite value(s), first at row 3, column 'load'" in proc.stdout
+    assert not _imported(proc.stderr) & {"ray", "prefect", "torch", "mlflow"}
+
+
+@pytest.mark.parametrize("columns", ["80", None])
+def test_list_never_truncates_the_names_a_user_copies(tmp_path, columns):
+    env = {**os.environ, "RNNBENCH_HOME": str(tmp_path)}
+    env.pop("COLUMNS", None)
+    if columns:
+        env["COLUMNS"] = columns
+    proc = subprocess.run([RNNBENCH, "list"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0
+    from datamodules.builtin import DATASETS
+
+    for name in (*DATASETS, "quick", "standard", "paper"):
+        assert any(cell.strip() == name for line in proc.stdout.splitlines() for cell in line.split("│")), name
+    assert "…" not in "".join(line.split("│")[1] for line in proc.stdout.splitlines() if line.count("│") > 2)
