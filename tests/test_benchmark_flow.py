@@ -49,7 +49,8 @@ def test_runs_nest_benchmark_then_sweep_then_trial_and_none_is_left_running(fini
     # per-epoch metrics on trials, provenance on the benchmark run
     trial_history = finished[2].get_metric_history(trials[0].info.run_id, "val/acc")
     assert len(trial_history) >= 1
-    assert {"git_commit", "seed", "version.torch"} <= set(bench.data.params)
+    assert {"git_commit", "seed", "version.torch", "lock_sha256", "deterministic"} <= set(bench.data.params)
+    assert len(bench.data.params["lock_sha256"]) == 64 and bench.data.params["deterministic"] == "false"
 
 
 def test_leaderboard_ranks_variants_on_test_metric_above_the_baseline(finished):
@@ -140,19 +141,20 @@ def test_a_registered_dataset_runs_through_the_flows_by_name(prefect_harness, tr
     pd.DataFrame({"hour": pd.date_range("2024-01-01", periods=n, freq="h").astype(str),
                   "load": 10 + np.sin(t * 2 * np.pi / 24), "temp": np.cos(t * 2 * np.pi / 24)}
                  ).to_csv(tmp_path / "site.csv", index=False)
-    imported = import_dataset(str(tmp_path / "site.csv"), "timeseries", "site-load",
+    # an underscore is fine for rnnbench but not in a Prefect artifact key: keys are derived
+    imported = import_dataset(str(tmp_path / "site.csv"), "timeseries", "site_load",
                               {"target": "load", "time_column": "hour", "window": 24,
                                "horizon": 6, "season": 24})
-    assert imported["site-load"]["manifest"]["input_dim"] == 2
-    result = benchmark(preset_path=TINY_PRESET, datasets=["site-load"], variants=["gru"],
+    assert imported["site_load"]["manifest"]["input_dim"] == 2
+    result = benchmark(preset_path=TINY_PRESET, datasets=["site_load"], variants=["gru"],
                        experiment="byo", tracking_uri=tracking_uri)
-    board = result["boards"]["site-load"]
+    board = result["boards"]["site_load"]
     assert board["variant"].tolist() == ["gru", "(seasonal naive (lag 24))"]
     client = MlflowClient(tracking_uri)
     runs = client.search_runs([result["experiment_id"]])
     assert {r.info.status for r in runs} == {"FINISHED"}
     (sweep,) = [r for r in runs if r.data.tags.get("rnnbench.role") == "sweep"]
-    assert sweep.inputs.dataset_inputs[0].dataset.name == "site-load"
+    assert sweep.inputs.dataset_inputs[0].dataset.name == "site_load"
     mlflow.set_tracking_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(f"runs:/{sweep.info.run_id}/model")
     window = [[10 + np.sin(h * 2 * np.pi / 24), np.cos(h * 2 * np.pi / 24)] for h in range(24)]

@@ -165,3 +165,41 @@ def test_language_model_outputs_never_depend_on_future_tokens(variant):
         before, after = apply_head(net, x, lengths), apply_head(net, changed, lengths)
     torch.testing.assert_close(before[:, :4], after[:, :4], atol=1e-5, rtol=1e-4)
     assert not torch.allclose(before[:, 4:], after[:, 4:])
+
+
+def test_baseline_f1_is_the_models_f1_even_when_a_class_is_missing_from_the_split():
+    # the old numpy formula divided by every class; torchmetrics is what the models are scored by
+    import numpy as np
+    from torchmetrics.classification import MulticlassF1Score
+
+    from datamodules.artifact import Split
+    from flows.training import PreparedData, score_baseline
+
+    rng = np.random.default_rng(0)
+    train_y = np.array([0] * 30 + [1] * 10 + [2] * 5)
+    test_y = np.array([0] * 8 + [1] * 4)  # class 2 never appears here
+    split = lambda y: Split([rng.normal(size=(4, 2)).astype(np.float32) for _ in y], y, np.arange(len(y)))  # noqa: E731
+    data = PreparedData({"task": "classification", "num_classes": 3, "input_dim": 2, "vocab_size": 0},
+                        {}, {"train": split(train_y), "val": split(test_y), "test": split(test_y)})
+    scores = score_baseline(tasks.get("classification"), data)
+    expected = MulticlassF1Score(3, average="macro")(torch.zeros(len(test_y), dtype=torch.long),
+                                                     torch.as_tensor(test_y))
+    assert scores["test/acc"] == pytest.approx(8 / 12)
+    assert scores["test/f1"] == pytest.approx(float(expected))
+
+
+def test_deterministic_training_repeats_bit_for_bit():
+    import numpy as np
+
+    from datamodules.artifact import Split
+    from flows.training import PreparedData, fit
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, size=64)
+    split = Split([rng.normal(size=(int(rng.integers(3, 9)), 4)).astype(np.float32) for _ in y], y, np.arange(64))
+    data = PreparedData({"task": "classification", "num_classes": 3, "input_dim": 4, "vocab_size": 0},
+                        {}, {"train": split, "val": split, "test": split})
+    hp = {"hidden_size": 8, "num_layers": 1, "dropout": 0.1, "lr": 0.01, "batch_size": 16}
+    runs = [fit(hp, data, VARIANTS["lstm"], tasks.get("classification"), max_epochs=2, seed=5,
+                deterministic=True).metrics for _ in range(2)]
+    assert runs[0] == runs[1] and "val/acc" in runs[0]

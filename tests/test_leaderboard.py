@@ -1,0 +1,50 @@
+"""Leaderboards are rebuilt from MLflow alone, also from runs an earlier rnnbench wrote."""
+
+from __future__ import annotations
+
+from mlflow.tracking import MlflowClient
+
+from flows import leaderboard
+
+
+def test_runs_written_by_the_previous_version_still_make_a_leaderboard(tmp_path):
+    # exactly the tags, params and metrics rnnbench 0.1 (before the task table) wrote
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("old", artifact_location=(tmp_path / "art").as_uri())
+    bench = client.create_run(exp, run_name="benchmark-quick", tags={
+        "rnnbench.role": "benchmark", "preset": "quick", "rnnbench.run_key": "0123456789ab",
+        "rnnbench.baseline.sunspots": "last value"}).info.run_id
+    for name, value in {"test/mae": 23.7, "test/rmse": 31.8, "test/mase": 1.0}.items():
+        client.log_metric(bench, f"baseline/sunspots/{name}", value)
+    for variant, mae in (("lstm", 19.0), ("transformer", 36.2)):
+        run = client.create_run(exp, run_name=f"sunspots/{variant}", tags={
+            "mlflow.parentRunId": bench, "rnnbench.role": "sweep", "dataset": "sunspots",
+            "variant": variant, "modality": "timeseries", "rnnbench.task": "forecasting",
+            "rnnbench.run_key": "0123456789ab", "preset": "quick"}).info.run_id
+        for key, value in {"test/mae": mae, "test/rmse": mae * 1.3, "test/mase": mae / 23.7,
+                           "val/mae": mae * 0.9, "n_params": 4000, "train_time_s": 12.0, "trials": 4}.items():
+            client.log_metric(run, key, value)
+        client.log_param(run, "best.lr", 0.005)
+        client.set_terminated(run, "FINISHED")
+    client.set_terminated(bench, "FINISHED")
+
+    board = leaderboard.build(uri, exp, bench)["sunspots"]
+    assert board["variant"].tolist() == ["lstm", "transformer", "(last value)"]
+    assert board["test/mae"].tolist()[:2] == [19.0, 36.2] and board["test/mae"].iloc[2] == 23.7
+    assert board["best hyperparameters"].iloc[0] == "lr=0.005"
+    paths = leaderboard.write({"sunspots": board}, tmp_path / "reports", {"sunspots": "timeseries"})
+    assert "| lstm | 19.00 |" in (tmp_path / "reports" / "leaderboard.md").read_text()
+    assert len(paths) == 2
+
+
+def test_building_leaderboards_imports_no_ray_lightning_or_torch():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import flows.leaderboard"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in proc.stderr.splitlines()
+                if line.startswith("import time:") and "|" in line}
+    assert "mlflow" in imported and not imported & {"ray", "torch", "pytorch_lightning", "lightning"}
