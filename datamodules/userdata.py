@@ -249,23 +249,31 @@ def build_sequences(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
             s = s[: p["max_len"]]
         x.append(s)
     task = p["task"] if p["task"] != "auto" else ("regression" if y.dtype.kind == "f" else "classification")
-    if task == "classification":
-        if y.ndim != 1:
-            raise DataError(f"{path}: y has shape {y.shape}; classification needs one label per sequence")
-        splits, classes = labelled_splits(x, [str(v) for v in y], p, where=str(path))
-        meta = {"num_classes": len(classes), "input_dim": int(x[0].shape[1]), "vocab_size": 0}
-        extras: dict[str, Any] = {"labels": classes}
-    else:
-        if y.dtype.kind not in "biuf" or not np.isfinite(y.astype(np.float64)).all():
-            raise DataError(f"{path}: regression targets y must be finite numbers")
-        targets = y.astype(np.float32).reshape(len(y), -1)
-        parts = stratified_indices(np.zeros(len(y), dtype=np.int64), p)
-        splits = {name: Split([x[i] for i in ids], targets[ids], ids)
-                  for name, ids in zip(("train", "val", "test"), parts)}
-        meta = {"outputs": int(targets.shape[1]), "input_dim": int(x[0].shape[1]), "vocab_size": 0}
-        extras = {}
+    splits, meta, extras = _SEQUENCE_TARGETS[task](x, y, p, path)
     extras["scaler"] = standardize(splits)
     return Prepared(splits, meta, extras, warnings=_truncation_warning(truncated, p["max_len"]))
+
+
+def _class_targets(x: list[np.ndarray], y: np.ndarray, p: dict[str, Any], path: Path):
+    if y.ndim != 1:
+        raise DataError(f"{path}: y has shape {y.shape}; classification needs one label per sequence")
+    splits, classes = labelled_splits(x, [str(v) for v in y], p, where=str(path))
+    meta = {"num_classes": len(classes), "input_dim": int(x[0].shape[1]), "vocab_size": 0}
+    return splits, meta, {"labels": classes}
+
+
+def _regression_targets(x: list[np.ndarray], y: np.ndarray, p: dict[str, Any], path: Path):
+    if y.dtype.kind not in "biuf" or not np.isfinite(y.astype(np.float64)).all():
+        raise DataError(f"{path}: regression targets y must be finite numbers")
+    targets = y.astype(np.float32).reshape(len(y), -1)
+    parts = stratified_indices(np.zeros(len(y), dtype=np.int64), p)
+    splits = {name: Split([x[i] for i in ids], targets[ids], ids)
+              for name, ids in zip(("train", "val", "test"), parts)}
+    return splits, {"outputs": int(targets.shape[1]), "input_dim": int(x[0].shape[1]), "vocab_size": 0}, {}
+
+
+# the targets an .npz may hold, by the task they make (the --task choices besides auto)
+_SEQUENCE_TARGETS = {"classification": _class_targets, "regression": _regression_targets}
 
 
 # ---------------------------------------------------------------- specs and the registry

@@ -35,7 +35,7 @@ def build(tracking_uri: str, experiment_id: str, benchmark_run_id: str) -> dict[
     task_names = {r.data.tags["dataset"]: r.data.tags.get("rnnbench.task") for r in sweeps}
     boards: dict[str, pd.DataFrame] = {}
     for dataset in sorted({r.data.tags["dataset"] for r in sweeps}):
-        task = tasks.get(task_names[dataset] or "classification")
+        task = tasks.get(task_names[dataset])
         name = task.monitor
         rows, failed = [], []
         for run in (r for r in sweeps if r.data.tags["dataset"] == dataset):

@@ -76,8 +76,9 @@ def code_paths(variant: Variant, task: Task, out: Path) -> list[str]:
     ``datamodules``, plus the package of a variant or a task defined outside rnnbench, so the
     model loads where none of them is installed."""
     paths = {Path(modules.__file__).parent, _served_datamodules(out)}
-    for module_name in (None if variant.builtin else variant.module, tasks.module_of(task)):
-        if module_name:
+    outside = {None if variant.builtin else variant.module, type(variant).__module__, tasks.module_of(task)}
+    for module_name in outside:
+        if module_name and module_name.split(".")[0] != "modules":
             found = _package_dir(module_name)
             if found is not None:
                 paths.add(found)

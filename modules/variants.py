@@ -44,6 +44,10 @@ def _divides(hidden_size: int, nhead: int) -> bool:
 
 @dataclass(frozen=True)
 class Variant:
+    """One network variant. ``build`` puts the encoder and the task's head together; a variant
+    that brings its own head, decoder or wrapper (teacher forcing through ``y``) subclasses
+    this and overrides ``build``; its logged model rebuilds it through the same class."""
+
     name: str
     encoder: str  # "package.module:Class"; the class maps (x, lengths) to (outputs, pooled)
     kwargs: Mapping[str, Any] = field(default_factory=dict)  # fixed constructor arguments
@@ -125,15 +129,18 @@ class Variant:
 
     def to_spec(self) -> dict[str, Any]:
         """What a logged model needs to rebuild this variant without the table."""
-        return {"name": self.name, "encoder": self.encoder, "kwargs": dict(self.kwargs),
+        return {"class": f"{type(self).__module__}:{type(self).__qualname__}",
+                "name": self.name, "encoder": self.encoder, "kwargs": dict(self.kwargs),
                 "bidirectional": self.bidirectional, "causal": self.causal,
                 "causal_kwargs": dict(self.causal_kwargs),
                 "extras": None if self.extras is None else list(self.extras)}
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> "Variant":
+        module_name, _, attr = spec.get("class", "modules.variants:Variant").partition(":")
+        klass = getattr(importlib.import_module(module_name), attr)
         extras = spec.get("extras")
-        return cls(name=spec["name"], encoder=spec["encoder"], kwargs=spec.get("kwargs", {}),
+        return klass(name=spec["name"], encoder=spec["encoder"], kwargs=spec.get("kwargs", {}),
                    bidirectional=spec.get("bidirectional", False), causal=spec.get("causal", True),
                    causal_kwargs=spec.get("causal_kwargs", {}),
                    extras=None if extras is None else tuple(extras), builtin=False)
