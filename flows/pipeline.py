@@ -19,6 +19,7 @@ from typing import Any, Optional
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
 
 from datamodules import catalog, userdata
 from datamodules.errors import DataError
@@ -268,7 +269,7 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
             raise IncompleteBenchmark(result)
         status = "FINISHED"
         return result
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TerminationSignal):
         status = "KILLED"
         raise
     finally:

@@ -12,20 +12,15 @@ from typing import Any, Callable
 from typer import Exit
 
 from flows.settings import Settings, apply_environment, load_settings
+from flows.signals import stop_like_ctrl_c
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 
-def _terminate(signum, frame) -> None:
-    # a kill (SIGTERM) stops like Ctrl-C: inside a sweep Tune's SIGINT handler saves its state
-    # first; anywhere else the default handler raises KeyboardInterrupt (runs marked KILLED)
-    signal.raise_signal(signal.SIGINT)
-
-
 def setup(tracking_uri=None, experiment=None, ray_address=None) -> Settings:
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     settings = load_settings(tracking_uri, experiment, ray_address)
     apply_environment(settings)
     os.environ["RNNBENCH_TRIGGER"] = "cli"

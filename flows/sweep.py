@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from prefect.exceptions import TerminationSignal
 from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from ray.tune.schedulers import ASHAScheduler
@@ -26,6 +27,7 @@ from flows import progress, tracking
 from flows.plan import Budget, search_space
 from flows.quiet import silence
 from flows.settings import Settings
+from flows.signals import stop_like_ctrl_c
 from flows.training import PreparedData, evaluate, load_weights, build_module
 from flows.trial import CHECKPOINT_FILE, CONTEXT_KEY, hyperparameters, train_trial
 from modules.tasks import Task
@@ -73,6 +75,10 @@ def start_ray(settings: Settings) -> None:
     if ray.is_initialized():
         return
     silence()
+    # ray.init installs a SIGTERM handler that calls sys.exit; rnnbench's own (stop like Ctrl-C,
+    # so Tune saves its state and runs end KILLED) must stay in place
+    main = threading.current_thread() is threading.main_thread()
+    on_sigterm = signal.getsignal(signal.SIGTERM) if main else None
     ray.init(
         address=settings.ray_address, include_dashboard=False, log_to_driver=False,
         logging_level="ERROR", configure_logging=True,
@@ -80,6 +86,8 @@ def start_ray(settings: Settings) -> None:
                      "env_vars": {"PYTHONWARNINGS": "ignore",
                                   "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}},
     )
+    if main and callable(on_sigterm):
+        signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def stop_ray() -> None:
@@ -139,11 +147,15 @@ def _fit(tuner: tune.Tuner):
     """
     before = signal.getsignal(signal.SIGINT)
     watching = threading.current_thread() is threading.main_thread()
+    if watching:  # SIGTERM too (Prefect's own handler would abort the loop without a save)
+        on_sigterm = signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     try:
         grid = tuner.fit()
     finally:
         after = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGINT, before)  # later Ctrl-C must raise KeyboardInterrupt again
+        if watching:
+            signal.signal(signal.SIGTERM, on_sigterm)
     if watching and after is before:
         raise SweepInterrupted(grid)
     return grid
@@ -221,7 +233,7 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
             score = test_metrics.get(f"test/{name}")
             shown.end_sweep(f"  [green]✓[/] {label} val/{name} {best_val:.3f}  test/{name} {score:.3f}")
         return summary
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, TerminationSignal) as exc:
         status = "KILLED"
         if isinstance(exc, SweepInterrupted):  # trials that ran to the end keep their FINISHED
             _record_verdicts(req, sweep_run_id, exc.grid, only_done=True)
