@@ -1,6 +1,7 @@
-"""Leaderboards rebuilt from MLflow alone: one per dataset, variants ranked on the test metric,
-with the trivial baseline as a reference row and failed sweeps named with their reason.
-Reads MLflow only: no Ray, Lightning or torch.
+"""Leaderboards rebuilt from MLflow alone: one per dataset, variants ranked on the validation
+metric they were selected on (ties broken by validation loss; test scores are shown, never
+used to choose), the trivial baseline as a reference row, and failed sweeps named with their
+reason. Reads MLflow only: no Ray, Lightning or torch.
 """
 
 from __future__ import annotations
@@ -41,24 +42,62 @@ def build(tracking_uri: str, experiment_id: str, benchmark_run_id: str) -> dict[
         for run in (r for r in sweeps if r.data.tags["dataset"] == dataset):
             m = run.data.metrics
             best = {k[5:]: v for k, v in run.data.params.items() if k.startswith("best.")}
-            row = {"variant": run.data.tags["variant"]}
+            row = {"variant": run.data.tags["variant"], f"val/{name}": m.get(f"val/{name}")}
             row.update({f"test/{k}": m.get(f"test/{k}") for k in task.reported})
-            row.update({f"val/{name}": m.get(f"val/{name}"), "params": int(m.get("n_params", 0)),
+            row.update({"params": int(m.get("n_params", 0)),
                         "time (s)": round(m.get("train_time_s", 0.0), 1),
-                        "trials": int(m.get("trials", 0)),
-                        "best hyperparameters": _compact(best), "run_id": run.info.run_id})
+                        "trials": int(m.get("trials", 0)), "note": None,
+                        "best hyperparameters": _compact(best), "run_id": run.info.run_id,
+                        "val/loss": m.get("val/loss")})
             if run.info.status == "FAILED":
                 row["note"] = "failed: " + run.data.tags.get("rnnbench.error", "see the sweep run")[:200]
                 failed.append(row)
             else:
                 rows.append(row)
-        key = f"test/{name}"
-        rows.sort(key=lambda r: (r[key] is None, -(r[key] or 0) if task.mode == "max" else (r[key] or 0)))
-        base = {"variant": f"({bench.data.tags.get(baseline_tag(dataset), 'baseline')})"}
+        metric = f"val/{name}"
+        sign = -1 if task.mode == "max" else 1
+        rows.sort(key=lambda r: (r[metric] is None, sign * (r[metric] or 0),
+                                 r["val/loss"] if r["val/loss"] is not None else float("inf")))
+        base_name = f"({bench.data.tags.get(baseline_tag(dataset), 'baseline')})"
+        base = {"variant": base_name,
+                metric: bench.data.metrics.get(baseline_metric_name(dataset, metric))}
         base.update({f"test/{k}": bench.data.metrics.get(baseline_metric_name(dataset, f"test/{k}"))
                      for k in task.reported})
-        boards[dataset] = pd.DataFrame([*rows, *failed, base])
+        if base[metric] is not None:
+            for row in rows:
+                if row[metric] is None or not task.better(row[metric], base[metric]):
+                    row["note"] = f"does not beat {base_name[1:-1]} on validation"
+        board = pd.DataFrame([*rows, *failed, base]).drop(columns=["val/loss"])
+        board.attrs.update({"metric": metric, "mode": task.mode, "baseline": base_name,
+                            "headlines": headlines(rows, base, metric, task.mode)})
+        boards[dataset] = board
     return boards
+
+
+def headlines(rows: list[dict], base: dict, metric: str, mode: str) -> list[str]:
+    """What a reader must know before reading the rows: how they were chosen, ties, and when
+    nothing beats the trivial baseline."""
+    lines = [f"Ranked and chosen on {metric} ({'higher' if mode == 'max' else 'lower'} is better; "
+             "ties by validation loss); test scores are reported, never used to choose."]
+    scored = [r for r in rows if r[metric] is not None]
+    if scored:
+        top = [r["variant"] for r in scored if r[metric] == scored[0][metric]]
+        if len(top) > 1:
+            lines.append(f"{', '.join(top)} tie on {metric} {scored[0][metric]:.4g}: indistinguishable "
+                         "on validation (ordered by validation loss).")
+    if base[metric] is not None and scored and all(r["note"] for r in scored):
+        lines.append(f"No variant beats {base['variant'][1:-1]} on validation: none has learned "
+                     "anything this baseline does not already know.")
+    return lines
+
+
+def winner(board: pd.DataFrame) -> pd.Series | None:
+    """The row chosen on validation, if any variant has a validation score."""
+    first = board.iloc[0]
+    if str(first["variant"]).startswith("(") or pd.isna(first[board.attrs["metric"]]) \
+            or str(first.get("note") or "").startswith("failed"):
+        return None
+    return first
 
 
 def _compact(hparams: dict[str, str]) -> str:
@@ -90,9 +129,12 @@ def display_columns(board: pd.DataFrame) -> list[str]:
     return [c for c in board.columns if c != "run_id" and not (c == "note" and board[c].isna().all())]
 
 
+
 def to_markdown(dataset: str, board: pd.DataFrame, modality: str = "") -> str:
     cols = display_columns(board)
-    lines = [f"### {dataset}" + (f" ({modality})" if modality else ""), "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = [f"### {dataset}" + (f" ({modality})" if modality else ""), "",
+             *(f"{line}  " for line in board.attrs.get("headlines", [])), "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in board.iterrows():
         lines.append("| " + " | ".join(_fmt(row[c], c) for c in cols) + " |")
     return "\n".join(lines) + "\n"
@@ -101,13 +143,16 @@ def to_markdown(dataset: str, board: pd.DataFrame, modality: str = "") -> str:
 def to_rich(dataset: str, board: pd.DataFrame, modality: str = "") -> Table:
     cols = [c for c in display_columns(board) if c != "best hyperparameters"]
     title = f"{dataset}" + (f" ({modality})" if modality else "")
-    table = Table(title=title, title_justify="left", header_style="bold")
+    table = Table(title=title, title_justify="left", header_style="bold",
+                  caption="\n".join(board.attrs.get("headlines", [])), caption_justify="left")
     for col in cols:
-        table.add_column(col, justify="left" if col == "variant" else "right")
+        table.add_column(col, justify="left" if col in ("variant", "note") else "right")
+    chosen = winner(board)
     for i, (_, row) in enumerate(board.iterrows()):
-        failed = isinstance(row.get("note"), str)
+        note = str(row.get("note") or "")
         style = "dim" if str(row["variant"]).startswith("(") else (
-            "red" if failed else ("bold green" if i == 0 else None))
+            "red" if note.startswith("failed") else ("yellow" if note else (
+                "bold green" if chosen is not None and i == 0 else None)))
         table.add_row(*(_fmt(row[c], c) for c in cols), style=style)
     return table
 

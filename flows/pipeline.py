@@ -258,7 +258,8 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
         for dataset, board in boards.items():
             table = board.drop(columns=["run_id"]).astype(object).where(board.notna(), None)
             create_table_artifact(table.to_dict(orient="records"), key=artifact_key("leaderboard", dataset),
-                                  description=f"rnnbench leaderboard for {dataset}, MLflow run {run_id}")
+                                  description=f"rnnbench leaderboard for {dataset}, MLflow run {run_id}. "
+                                              + " ".join(board.attrs.get("headlines", [])))
         create_markdown_artifact((out_dir / "leaderboard.md").read_text(), key="leaderboard",
                                  description=f"MLflow experiment {settings.experiment}, run {run_id}")
         result = {"run_id": run_id, "experiment_id": experiment_id, "opened": opened,

@@ -30,15 +30,17 @@ def ui_commands(settings) -> list[str]:
 
 
 def results(result: dict[str, Any], settings) -> None:
-    from flows.leaderboard import to_rich
+    from flows.leaderboard import to_rich, winner
 
     console.print()
     modalities = result.get("modalities", {})
     for dataset, board in result["boards"].items():
         console.print(to_rich(dataset, board, modalities.get(dataset, "")))
-        winner = board.iloc[0]
-        if not str(winner["variant"]).startswith("(") and not isinstance(winner.get("note"), str):
-            console.print(f"  best {winner['variant']}: {winner['best hyperparameters']}", soft_wrap=True)
+        chosen = winner(board)
+        if chosen is not None:
+            metric = board.attrs["metric"]
+            console.print(f"  chosen on {metric}: {chosen['variant']} ({chosen[metric]:.4g}); "
+                          f"{chosen['best hyperparameters']}", soft_wrap=True)
         console.print()
     for dataset, variant, reason in result.get("failures", []):
         console.print(f"[red]failed:[/] {dataset} · {variant}: {reason}", soft_wrap=True)

@@ -217,6 +217,7 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
         train_time = float(sum(r.metrics.get("time_total_s", 0.0) for r in grid if r.metrics))
         failed = sum(1 for r in grid if r.error is not None)
         metrics = {**test_metrics, metric: best_val, "n_params": module.n_params,
+                   "val/loss": float(ckpt_metrics.get("val/loss", float("nan"))),
                    "train_time_s": train_time, "trials": len(grid), "trials_failed": failed}
         tracking.log_metrics(uri, sweep_run_id, metrics)
         tracking.log_params(uri, sweep_run_id, {f"best.{k}": v for k, v in hparams.items()})

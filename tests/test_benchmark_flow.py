@@ -53,13 +53,14 @@ def test_runs_nest_benchmark_then_sweep_then_trial_and_none_is_left_running(fini
     assert len(bench.data.params["lock_sha256"]) == 64 and bench.data.params["deterministic"] == "false"
 
 
-def test_leaderboard_ranks_variants_on_test_metric_above_the_baseline(finished):
+def test_leaderboard_ranks_variants_on_validation_above_the_baseline(finished):
     result, runs, client = finished
     board = result["boards"]["japanese-vowels"]
     variants = board["variant"].tolist()
     assert set(variants[:2]) == {"lstm", "bigru"} and variants[2] == "(majority class)"
-    accs = board["test/acc"].tolist()
-    assert accs[0] >= accs[1] > accs[2]
+    accs = board["val/acc"].tolist()
+    assert accs[0] >= accs[1] > accs[2], "the baseline row carries its validation score too"
+    assert board.attrs["headlines"][0].startswith("Ranked and chosen on val/acc")
     assert (board["params"].iloc[:2] > 0).all()
     logged = {a.path for a in client.list_artifacts(result["run_id"], "leaderboard")}
     assert {"leaderboard/leaderboard.md", "leaderboard/leaderboard_japanese-vowels.csv"} <= logged

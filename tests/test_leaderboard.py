@@ -30,11 +30,11 @@ def test_runs_written_by_the_previous_version_still_make_a_leaderboard(tmp_path)
     client.set_terminated(bench, "FINISHED")
 
     board = leaderboard.build(uri, exp, bench)["sunspots"]
-    assert board["variant"].tolist() == ["lstm", "transformer", "(last value)"]
+    assert board["variant"].tolist() == ["lstm", "transformer", "(last value)"]  # on val/mae
     assert board["test/mae"].tolist()[:2] == [19.0, 36.2] and board["test/mae"].iloc[2] == 23.7
     assert board["best hyperparameters"].iloc[0] == "lr=0.005"
     paths = leaderboard.write({"sunspots": board}, tmp_path / "reports", {"sunspots": "timeseries"})
-    assert "| lstm | 19.00 |" in (tmp_path / "reports" / "leaderboard.md").read_text()
+    assert "| lstm | 17.10 | 19.00 |" in (tmp_path / "reports" / "leaderboard.md").read_text()
     assert len(paths) == 2
 
 
@@ -48,3 +48,48 @@ def test_building_leaderboards_imports_no_ray_lightning_or_torch():
     imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in proc.stderr.splitlines()
                 if line.startswith("import time:") and "|" in line}
     assert "mlflow" in imported and not imported & {"ray", "torch", "pytorch_lightning", "lightning"}
+
+
+
+def _store(tmp_path, sweeps: dict[str, dict], baseline: dict):
+    uri = f"sqlite:///{tmp_path / 'lb.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("lb", artifact_location=(tmp_path / "lb").as_uri())
+    bench = client.create_run(exp, tags={"rnnbench.role": "benchmark",
+                                         "rnnbench.baseline.jv": "majority class"}).info.run_id
+    for key, value in baseline.items():
+        client.log_metric(bench, f"baseline/jv/{key}", value)
+    for variant, metrics in sweeps.items():
+        run = client.create_run(exp, tags={"mlflow.parentRunId": bench, "rnnbench.role": "sweep",
+                                           "dataset": "jv", "variant": variant,
+                                           "rnnbench.task": "classification"}).info.run_id
+        for key, value in metrics.items():
+            client.log_metric(run, key, value)
+        client.set_terminated(run, "FINISHED")
+    return leaderboard.build(uri, exp, bench)["jv"]
+
+
+def test_the_ranking_and_the_winner_ignore_the_test_split(tmp_path):
+    # birnn is best on test, but bilstm and bigru are best on validation: validation decides,
+    # and their tie is broken by validation loss
+    board = _store(tmp_path, {
+        "birnn": {"val/acc": 0.963, "val/loss": 0.20, "test/acc": 0.976, "test/f1": 0.97},
+        "bilstm": {"val/acc": 0.981, "val/loss": 0.12, "test/acc": 0.973, "test/f1": 0.97},
+        "bigru": {"val/acc": 0.981, "val/loss": 0.09, "test/acc": 0.960, "test/f1": 0.96},
+    }, {"val/acc": 0.11, "test/acc": 0.08, "test/f1": 0.02})
+    assert board["variant"].tolist() == ["bigru", "bilstm", "birnn", "(majority class)"]
+    assert leaderboard.winner(board)["variant"] == "bigru"
+    assert any("bigru, bilstm tie on val/acc 0.981" in line for line in board.attrs["headlines"])
+    assert board["note"].isna().all()
+
+
+def test_variants_that_do_not_beat_the_baseline_on_validation_are_flagged(tmp_path):
+    board = _store(tmp_path, {
+        "rnn": {"val/acc": 0.50, "val/loss": 0.7, "test/acc": 0.58, "test/f1": 0.5},
+        "gru": {"val/acc": 0.55, "val/loss": 0.6, "test/acc": 0.52, "test/f1": 0.5},
+    }, {"val/acc": 0.56, "test/acc": 0.57, "test/f1": 0.36})
+    assert set(board["note"].iloc[:2]) == {"does not beat majority class on validation"}
+    assert any(line.startswith("No variant beats majority class on validation")
+               for line in board.attrs["headlines"])
+    md = leaderboard.to_markdown("jv", board)
+    assert "No variant beats majority class on validation" in md.split("|")[0]
