@@ -25,11 +25,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Fair, tuned bake-offs of RNN variants against a Transformer baseline.")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     from flows.render import error
 
     error(message)
-    raise typer.Exit(EXIT_BAD_INPUT)
+    raise typer.Exit(code)
 
 
 def _split(value: Optional[str]) -> Optional[list[str]]:
@@ -44,7 +44,7 @@ def _plan(settings, preset: str, datasets, variants):
     try:
         return make_plan(settings, preset, None, datasets, variants)
     except PlanError as exc:
-        _fail(str(exc))
+        _fail(str(exc), runtime.exit_code(exc))
 
 
 def _benchmark_args(plan, preset: str, resume: Optional[str]) -> dict:

@@ -32,6 +32,10 @@ class PlanError(ValueError):
     """A plan that cannot run; the message names the bad value and the valid choices."""
 
 
+class ServiceUnavailable(PlanError):
+    """A service the plan needs (the tracking server) does not answer."""
+
+
 def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
@@ -232,6 +236,34 @@ def check_resources(preset: Preset, ray_address: str | None) -> None:
                 "(--ray-address), or copy it with gpus_per_trial = 0")
 
 
+def check_services(settings: Settings, timeout_s: float = 5.0) -> None:
+    """The tracking store the run will write to, reachable from every process that writes: a
+    local file cannot be reached from a cluster's other nodes, and a server that does not
+    answer is named now rather than after minutes of MLflow's retries."""
+    uri = settings.tracking_uri
+    scheme = uri.split(":", 1)[0] if "://" in uri or uri.startswith("sqlite:") else "file"
+    if settings.ray_address and scheme in ("sqlite", "file"):
+        raise PlanError(
+            f"--ray-address {settings.ray_address} runs trials on other machines, which cannot "
+            f"write to the local tracking store {uri}; start an MLflow server (e.g. `mlflow server "
+            "--backend-store-uri postgresql://... --host 0.0.0.0 --port 5000`) and pass "
+            "--tracking-uri http://HOST:5000")
+    if scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+                pass
+        except urllib.error.HTTPError:
+            pass  # it answered (an auth proxy may refuse /health): reachable
+        except (OSError, ValueError) as exc:
+            raise ServiceUnavailable(
+                f"the MLflow tracking server at {uri} does not answer ({getattr(exc, 'reason', exc)}); "
+                "start it (e.g. `mlflow server --host 127.0.0.1 --port 5000`) or leave out "
+                "--tracking-uri to use the local store") from None
+
+
 def make_plan(settings: Settings, preset: str | None = "quick", preset_path: str | Path | None = None,
               datasets: list[str] | None = None, variants_: list[str] | None = None,
               check_machine: bool = True) -> Plan:
@@ -287,6 +319,7 @@ def make_plan(settings: Settings, preset: str | None = "quick", preset_path: str
                             f"choose from {', '.join(able)}")
     if check_machine:
         check_resources(p, settings.ray_address)
+        check_services(settings)
     return Plan(preset=p, settings=settings, datasets=ds, variants=vs, pairs=pairs, skipped=skipped,
                 dataset_tasks=dataset_tasks,
                 modalities={d: specs[d].modality for d in ds})

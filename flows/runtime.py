@@ -16,6 +16,7 @@ from flows.signals import stop_like_ctrl_c
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a service the run needs does not answer
 EXIT_INTERRUPTED = 130
 
 
@@ -92,4 +93,10 @@ def run_flow(fn: Callable[..., Any], **kwargs) -> Any:
         raise Exit(EXIT_INTERRUPTED) from None
     except bad_input_types() as exc:
         render.error(str(exc))
-        raise Exit(EXIT_BAD_INPUT) from None
+        raise Exit(exit_code(exc)) from None
+
+
+def exit_code(exc: BaseException) -> int:
+    from flows.plan import ServiceUnavailable
+
+    return EXIT_UNAVAILABLE if isinstance(exc, ServiceUnavailable) else EXIT_BAD_INPUT

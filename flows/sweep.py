@@ -83,8 +83,10 @@ def start_ray(settings: Settings) -> None:
         address=settings.ray_address, include_dashboard=False, log_to_driver=False,
         logging_level="ERROR", configure_logging=True,
         runtime_env={"worker_process_setup_hook": "flows.quiet.worker_setup",
+                     # a cluster keeps its own auth settings; the local instance runs without
                      "env_vars": {"PYTHONWARNINGS": "ignore",
-                                  "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}},
+                                  **({} if settings.ray_address else
+                                     {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")})}},
     )
     if main and callable(on_sigterm):
         signal.signal(signal.SIGTERM, on_sigterm)

@@ -165,3 +165,16 @@ def test_list_never_truncates_the_names_a_user_copies(tmp_path, columns):
     for name in (*DATASETS, "quick", "standard", "paper"):
         assert any(cell.strip() == name for line in proc.stdout.splitlines() for cell in line.split("│")), name
     assert "…" not in "".join(line.split("│")[1] for line in proc.stdout.splitlines() if line.count("│") > 2)
+
+
+def test_an_unreachable_tracking_server_gets_one_line_and_its_own_exit_code(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _cli("run", "--tracking-uri", f"http://127.0.0.1:{port}", home=tmp_path)
+    assert proc.returncode == 69, proc.stdout + proc.stderr
+    assert f"error: the MLflow tracking server at http://127.0.0.1:{port} does not answer" \
+        in proc.stdout.replace("\n", " ")
+    assert "KILLED" not in proc.stdout and "Traceback" not in proc.stdout + proc.stderr

@@ -125,3 +125,25 @@ def test_artifact_keys_are_safe_for_prefect_and_distinct():
     a, b = artifact_key("leaderboard", "site_load"), artifact_key("leaderboard", "site.load")
     assert a.startswith("leaderboard-site-load-") and b.startswith("leaderboard-site-load-") and a != b
     assert all(c.isdigit() or c.islower() or c == "-" for c in a + b)
+
+
+def test_a_cluster_run_with_a_local_tracking_store_is_refused_up_front(tmp_path):
+    settings = load_settings(home=tmp_path, ray_address="127.0.0.2:6379")
+    with pytest.raises(PlanError, match="cannot write to the local tracking store sqlite:///"):
+        make_plan(settings, "quick")
+
+
+def test_a_tracking_server_that_does_not_answer_is_named_in_seconds(tmp_path):
+    import socket
+    import time
+
+    from flows.plan import ServiceUnavailable
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = load_settings(home=tmp_path, tracking_uri=f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable, match=f"tracking server at http://127.0.0.1:{port} does not answer"):
+        make_plan(settings, "quick")
+    assert time.monotonic() - started < 30  # not MLflow's minutes of retries
