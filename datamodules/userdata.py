@@ -179,20 +179,20 @@ def build_text_lm(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
 
 # ---------------------------------------------------------------- generic sequences
 
+RAGGED_NPZ = ("np.savez(path, X=np.concatenate(seqs), lengths=[len(s) for s in seqs], y=y)")
+
+
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """The file's arrays, never unpickled: an array of Python objects could run code on load."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
     except ValueError as exc:
-        if "allow_pickle" not in str(exc):
-            raise DataError(f"{path}: cannot read as .npz ({exc})") from None
-    # X as a list of (T_i, F) arrays is an object array, which only pickle can store
-    with np.load(path, allow_pickle=True) as npz:
-        data = {key: npz[key] for key in npz.files}
-    for key, arr in data.items():
-        if arr.dtype == object and not all(isinstance(a, np.ndarray) and a.dtype != object for a in arr):
-            raise DataError(f"{path}: {key} holds Python objects other than numeric arrays")
-    return data
+        if "allow_pickle" in str(exc):
+            raise DataError(f"{path}: holds Python objects (a list of arrays saved as an object "
+                            "array), which rnnbench does not unpickle since loading them could run "
+                            f"code; save variable-length sequences as {RAGGED_NPZ}") from None
+        raise DataError(f"{path}: cannot read as .npz ({exc})") from None
 
 
 def sequence_task(path: Path) -> str:
@@ -204,7 +204,8 @@ def sequence_task(path: Path) -> str:
 
 
 def build_sequences(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
-    """An .npz with X as (N, T, F) [+ lengths] or a list of (T_i, F) arrays, and y (N,) or (N, k)."""
+    """An .npz with X as (N, T, F) or (N, T) padded [+ lengths], or as the sequences concatenated
+    along time, (sum T_i, F), with their ``lengths``; and y (N,) or (N, k)."""
     (path,) = files.values()
     try:
         data = _load_npz(path)
@@ -215,17 +216,22 @@ def build_sequences(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
         raise DataError(f"{path}: missing array(s) {missing}; the file has {sorted(data)} "
                         "(expected X, y and optionally lengths)")
     X, y = data["X"], data["y"]
-    if X.dtype == object:
-        seqs = [np.asarray(s) for s in X]
-    elif X.ndim in (2, 3):
-        seqs = list(X)
+    lengths = data.get("lengths")
+    if X.ndim not in (2, 3):
+        raise DataError(f"{path}: X has shape {X.shape}; expected (N, T, F) or (N, T) padded, or "
+                        f"(sum of lengths, F) concatenated: {RAGGED_NPZ}")
+    concatenated = (len(X) != len(y) and X.ndim == 2 and lengths is not None
+                    and len(lengths) == len(y) and int(np.sum(lengths)) == len(X))
+    if concatenated:  # ragged sequences one after another, cut by their lengths
+        seqs = np.split(X, np.cumsum(lengths)[:-1])
+        lengths = None
     else:
-        raise DataError(f"{path}: X has shape {X.shape}; expected (N, T, F), (N, T) or a list of (T_i, F)")
+        seqs = list(X)
     if len(seqs) == 0:
         raise DataError(f"{path}: X holds no sequences")
     if len(y) != len(seqs):
-        raise DataError(f"{path}: X holds {len(seqs)} sequences but y has {len(y)} entries")
-    lengths = data.get("lengths")
+        raise DataError(f"{path}: X holds {len(seqs)} sequences but y has {len(y)} entries "
+                        f"(for sequences of different lengths: {RAGGED_NPZ})")
     if lengths is not None:
         if len(lengths) != len(seqs) or (lengths < 1).any() or any(
                 n > len(s) for n, s in zip(lengths, seqs)):

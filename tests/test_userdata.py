@@ -118,11 +118,13 @@ def test_mixed_sample_rates_are_resampled_not_rejected(tmp_path):
 
 def test_npz_sequences_ragged_or_padded_with_lengths(tmp_path):
     rng = np.random.default_rng(0)
-    ragged = np.empty(40, dtype=object)
-    ragged[:] = [rng.normal(size=(rng.integers(3, 9), 2)).astype(np.float32) for _ in range(40)]
-    np.savez(tmp_path / "ragged.npz", X=ragged, y=np.arange(40) % 2)
-    _, m, _ = register("ragged", "sequences", tmp_path / "ragged.npz", {}, tmp_path / "data")
+    seqs = [rng.normal(size=(rng.integers(3, 9), 2)).astype(np.float32) for _ in range(40)]
+    np.savez(tmp_path / "ragged.npz", X=np.concatenate(seqs), lengths=[len(s) for s in seqs],
+             y=np.arange(40) % 2)
+    artifact, m, _ = register("ragged", "sequences", tmp_path / "ragged.npz", {}, tmp_path / "data")
     assert m["task"] == "classification" and 3 <= m["splits"]["train"]["length_min"]
+    train = load_split(artifact, "train")
+    assert [len(s) for s in train.x] == [len(seqs[i]) for i in train.ids]
     padded = rng.normal(size=(40, 10, 2)).astype(np.float32)
     lengths = rng.integers(2, 11, size=40)
     np.savez(tmp_path / "padded.npz", X=padded, y=rng.normal(size=40), lengths=lengths)
@@ -130,6 +132,16 @@ def test_npz_sequences_ragged_or_padded_with_lengths(tmp_path):
     assert m["task"] == "regression" and m["outputs"] == 1
     train = load_split(artifact, "train")
     assert [len(s) for s in train.x] == lengths[train.ids].tolist()
+
+
+def test_an_npz_of_python_objects_is_refused_without_unpickling_it(tmp_path):
+    # an object array is a pickle: loading it may run code, so it is named and refused
+    ragged = np.empty(3, dtype=object)
+    ragged[:] = [np.zeros((n, 2), dtype=np.float32) for n in (2, 3, 4)]
+    np.savez(tmp_path / "objects.npz", X=ragged, y=np.array([0, 1, 0]))
+    with pytest.raises(DataError, match="does not unpickle since loading them could run code; save "
+                                        r"variable-length sequences as np.savez\(path, X=np.concatenate"):
+        register("objects", "sequences", tmp_path / "objects.npz", {}, tmp_path / "data")
 
 
 def test_a_registered_name_is_listed_and_prepared_like_a_built_in(tmp_path):
