@@ -1,7 +1,9 @@
 """The task table: everything that differs between classification, forecasting, regression,
 language modelling and per-step prediction lives in one entry each: loss, metrics, the metric a
 sweep selects on and its direction, the head, the trivial baseline and how a served model
-formats its predictions. Code elsewhere asks the entry and never compares task names.
+formats its predictions, and the task-level hyperparameters it takes (forecasting's input
+normalization) with the wrapper that applies them. Code elsewhere asks the entry and never
+compares task names.
 
 Reading the table imports no torch; the methods that build tensors import it when called.
 """
@@ -9,7 +11,8 @@ Reading the table imports no torch; the methods that build tensors import it whe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,6 +38,9 @@ class Task:
     reported: tuple[str, ...]  # the metrics tables show, ``monitor`` first
     per_step: bool = False  # the head reads every step (many-to-many), not the pooled summary
     causal: bool = False  # targets are the inputs shifted by one: only causal variants may train
+    # Hyperparameters the task (not the variant) reads, with their valid values; the first value
+    # is what a configuration that leaves one out gets. Every variant accepts them on this task.
+    hyperparameters: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({})
 
     @property
     def report_metrics(self) -> list[str]:
@@ -52,6 +58,19 @@ class Task:
 
     def output_size(self, data: Mapping[str, Any]) -> int:
         raise NotImplementedError
+
+    def option(self, hparams: Mapping[str, Any], name: str) -> str:
+        """A task-level hyperparameter's value in ``hparams`` (its default when absent)."""
+        valid = self.hyperparameters[name]
+        value = hparams.get(name, valid[0])
+        if value not in valid:
+            raise TaskError(f"{name}={value!r} is not valid on a {self.name} dataset; valid: {', '.join(valid)}")
+        return value
+
+    def wrap(self, net: "nn.Module", hparams: Mapping[str, Any], data: Mapping[str, Any]) -> "nn.Module":
+        """The network as trained and served: ``net`` (encoder and head) inside whatever the
+        task's own hyperparameters put around it. ``Variant.build`` calls this."""
+        return net
 
     def loss(self, out: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
         raise NotImplementedError
@@ -174,7 +193,25 @@ def naive_forecast(x: "torch.Tensor", lengths: "torch.Tensor", channel: int, hor
 class Forecasting(Task):
     """Multi-step forecasts in the scaled units the model trains in; metrics in the data's own
     units (``target_scale``: the target channel's training standard deviation). ``mase`` is the
-    MAE relative to the (seasonal) naive forecast on the same windows."""
+    MAE relative to the (seasonal) naive forecast on the same windows.
+
+    ``norm``: ``global`` feeds the network the dataset's z-scored values as they are; ``window``
+    scales each input window by its own statistics inside the network and maps the forecast
+    back; ``revin`` adds RevIN's learnable affine map. A series that leaves its training range
+    needs one of the last two."""
+
+    hyperparameters: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+        {"norm": ("global", "window", "revin")})
+
+    def wrap(self, net, hparams, data):
+        norm = self.option(hparams, "norm")
+        if norm == "global":
+            return net
+        from modules.normalization import WindowNorm
+
+        # inside the network, so RevIN's parameters are in the weights a logged model saves
+        return WindowNorm(net, channels=int(data.get("input_dim", 1)) or 1,
+                          target=int(data.get("target_channel", 0)), affine=norm == "revin")
 
     def output_size(self, data):
         return int(data["horizon"])
