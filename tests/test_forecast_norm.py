@@ -175,3 +175,15 @@ def test_a_served_model_with_an_unknown_norm_is_refused_by_name():
     data = {"task": "forecasting", "horizon": 2, "input_dim": 1, "vocab_size": 0}
     with pytest.raises(tasks.TaskError, match="norm='robust' is not valid on a forecasting dataset"):
         VARIANTS["lstm"].build(FORECASTING, data, {**TINY, "norm": "robust"})
+
+
+def test_a_users_encoder_that_takes_any_hyperparameter_is_not_handed_norm():
+    # a custom variant gets every key that is not the loop's; norm is the task's, not the encoder's
+    from modules.normalization import WindowNorm
+    from modules.variants import custom_variant
+
+    mine = custom_variant("mine", "modules.encoders:TransformerEncoder")
+    data = {"task": "forecasting", "horizon": 2, "input_dim": 1, "vocab_size": 0}
+    net = mine.build(FORECASTING, data, {**TINY, "norm": "window"})
+    assert isinstance(net, WindowNorm)
+    assert mine.check_space({"norm": "median"}, FORECASTING).startswith("norm on a forecasting dataset must be one of")
