@@ -94,7 +94,8 @@ class Variant:
                 where = f" on a {task.name} dataset" if task else ""
                 return (f"{self.name} has no hyperparameter(s) {unknown}{where}{_elsewhere(unknown)}; "
                         f"its hyperparameters: {', '.join(allowed)}")
-        for key, valid in (task.hyperparameters.items() if task else ()):
+        for key, option in (task.hyperparameters.items() if task else ()):
+            valid = option.values
             if key in space:
                 values = listed_values(space[key])
                 bad = [v for v in values or [space[key]] if v not in valid]

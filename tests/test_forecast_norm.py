@@ -187,3 +187,18 @@ def test_a_users_encoder_that_takes_any_hyperparameter_is_not_handed_norm():
     net = mine.build(FORECASTING, data, {**TINY, "norm": "window"})
     assert isinstance(net, WindowNorm)
     assert mine.check_space({"norm": "median"}, FORECASTING).startswith("norm on a forecasting dataset must be one of")
+
+
+def test_a_logged_model_records_its_norm_and_one_logged_before_norm_existed_is_rebuilt_global(tmp_path):
+    import json
+
+    from flows.serving import write_model_files
+    from modules.network import SequenceNetwork
+    from modules.tasks import DEFAULT_NORM
+
+    dataset = prepared_series(trending_series(240), window=24, horizon=4)
+    module = build_module(VARIANTS["gru"], FORECASTING, TINY, dataset.data)  # no norm given
+    artifacts = write_model_files(module, VARIANTS["gru"], FORECASTING, dict(TINY), dataset, tmp_path)
+    assert json.loads(Path(artifacts["spec"]).read_text())["hparams"]["norm"] == DEFAULT_NORM
+    old = VARIANTS["gru"].build(FORECASTING, dataset.data, FORECASTING.as_logged(TINY))
+    assert type(old) is SequenceNetwork  # as every model logged before norm was trained
