@@ -209,9 +209,11 @@ def naive_forecast(x: "torch.Tensor", lengths: "torch.Tensor", channel: int, hor
     return x[torch.arange(x.size(0), device=x.device)[:, None], steps, channel]
 
 
-# Measured with fit on sunspots, electricity and a trending series (see the forecast-norm
-# branch's report); the logged model records the value it was built with.
-DEFAULT_NORM = "global"
+# The default wins on most of the datasets it was measured on (fit, LSTM/GRU/Transformer, two
+# configurations, two seeds; mean test MASE global/window/revin): sunspots 0.92/0.77/0.76, a
+# series trending past its training range 20.6/0.38/0.37, electricity 0.83/1.04/1.01 (there
+# the level itself is informative: sweep norm per dataset). Logged models record their value.
+DEFAULT_NORM = "revin"
 
 
 @dataclass(frozen=True)
@@ -222,8 +224,8 @@ class Forecasting(Task):
 
     ``norm``: ``global`` feeds the network the dataset's z-scored values as they are; ``window``
     scales each input window by its own statistics inside the network and maps the forecast
-    back; ``revin`` adds RevIN's learnable affine map. A series that leaves its training range
-    needs one of the last two."""
+    back; ``revin`` (the default, ``DEFAULT_NORM``) adds RevIN's learnable affine map. A series
+    that leaves its training range needs one of the last two."""
 
     hyperparameters: ClassVar[Mapping[str, Option]] = MappingProxyType(
         {"norm": Option(("global", "window", "revin"), default=DEFAULT_NORM, before="global")})
