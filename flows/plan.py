@@ -309,7 +309,7 @@ def make_plan(settings: Settings, preset: str | None = "quick", preset_path: str
             if reason:
                 skipped.append(f"{dataset} · {name} skipped: {reason}")
                 continue
-            problem = variant.check_space(p.space_for(dataset, name))
+            problem = variant.check_space(p.space_for(dataset, name), task)
             if problem:
                 raise PlanError(f"preset {p.name!r}, {dataset}: {problem}")
             pairs.append(Pair(dataset=dataset, variant=name))

@@ -39,7 +39,7 @@ class SequenceModel(PythonModel):
             importlib.import_module(self.spec["task_module"])
         self.task = tasks.get(self.spec["task"])
         variant = Variant.from_spec(self.spec["variant"])
-        self.net = variant.build(self.task, self.spec["data"], self.spec["hparams"])
+        self.net = variant.build(self.task, self.spec["data"], self.task.as_logged(self.spec["hparams"]))
         state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         self.net.load_state_dict(state)
         self.net.eval()

@@ -91,7 +91,8 @@ def write_model_files(module, variant: Variant, task: Task, hparams: dict[str, A
     manifest = dataset.manifest
     spec: dict[str, Any] = {
         "variant": variant.to_spec(), "task": task.name, "task_module": tasks.module_of(task),
-        "hparams": hparams, "data": dataset.data,
+        # task-level defaults spelled out: the model is rebuilt as trained even if one changes
+        "hparams": task.resolved(hparams), "data": dataset.data,
         "dataset": manifest["dataset"], "content_hash": manifest["content_hash"],
     }
     for extra in ("labels", "vocab", "scaler", "tokenizer", "channels", "featurizer"):

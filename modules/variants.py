@@ -77,18 +77,31 @@ class Variant:
             return f"{self.name} {why}, so on a {task.name} dataset it would see the tokens it must predict"
         return None
 
-    def hyperparameters(self) -> tuple[str, ...] | None:
-        return None if self.extras is None else (*ENCODER_ARGS, *TRAINING_ARGS, *self.extras)
+    def hyperparameters(self, task: "Task | None" = None) -> tuple[str, ...] | None:
+        """Every key a configuration may set for this variant (on a ``task`` dataset, the
+        task's own keys too); None: any (a user's encoder takes what it takes)."""
+        if self.extras is None:
+            return None
+        return (*ENCODER_ARGS, *TRAINING_ARGS, *self.extras, *(task.hyperparameters if task else ()))
 
-    def check_space(self, space: Mapping[str, Any]) -> str | None:
+    def check_space(self, space: Mapping[str, Any], task: "Task | None" = None) -> str | None:
         """Why some configuration of ``space`` (preset sampler tables) would be invalid for this
-        variant, in one line, or None when every configuration is valid."""
-        allowed = self.hyperparameters()
+        variant on a ``task`` dataset, in one line, or None when every configuration is valid."""
+        allowed = self.hyperparameters(task)
         if allowed is not None:
             unknown = sorted(k for k in space if k not in allowed)
             if unknown:
-                return (f"{self.name} has no hyperparameter(s) {unknown}; its hyperparameters: "
-                        f"{', '.join(allowed)}")
+                where = f" on a {task.name} dataset" if task else ""
+                return (f"{self.name} has no hyperparameter(s) {unknown}{where}{_elsewhere(unknown)}; "
+                        f"its hyperparameters: {', '.join(allowed)}")
+        for key, option in (task.hyperparameters.items() if task else ()):
+            valid = option.values
+            if key in space:
+                values = listed_values(space[key])
+                bad = [v for v in values or [space[key]] if v not in valid]
+                if values is None or bad:
+                    return (f"{key} on a {task.name} dataset must be one of {', '.join(valid)} "
+                            f"(a constant or a choice), got {bad[0] if bad else space[key]!r}")
         for rule in self.constraints:
             if not all(p in space for p in rule.params):
                 missing = [p for p in rule.params if p not in space]
@@ -107,14 +120,15 @@ class Variant:
         return None
 
     def build(self, task: "Task", data: Mapping[str, Any], hparams: Mapping[str, Any]) -> "nn.Module":
-        """The whole network (encoder and the task's head) for a dataset described by ``data``."""
+        """The whole network (encoder and the task's head, inside what the task wraps around
+        it, e.g. forecasting's window normalization) for a dataset described by ``data``."""
         reason = self.incompatibility(task)
         if reason:
             raise VariantError(reason)
         kwargs = {k: hparams[k] for k in ENCODER_ARGS if k in hparams}
         if self.extras is None:
-            kwargs.update({k: v for k, v in hparams.items()
-                           if k not in ENCODER_ARGS and k not in TRAINING_ARGS})
+            kwargs.update({k: v for k, v in hparams.items() if k not in ENCODER_ARGS
+                           and k not in TRAINING_ARGS and k not in task.hyperparameters})
         else:
             kwargs.update({k: hparams[k] for k in self.extras if k in hparams})
         kwargs.update(self.kwargs)
@@ -125,7 +139,7 @@ class Variant:
         from modules.network import SequenceNetwork
 
         head = task.head(encoder.output_dim, data, float(hparams.get("dropout", 0.0)))
-        return SequenceNetwork(encoder, head, per_step=task.per_step)
+        return task.wrap(SequenceNetwork(encoder, head, per_step=task.per_step), hparams, data)
 
     def to_spec(self) -> dict[str, Any]:
         """What a logged model needs to rebuild this variant without the table."""
@@ -144,6 +158,15 @@ class Variant:
                    bidirectional=spec.get("bidirectional", False), causal=spec.get("causal", True),
                    causal_kwargs=spec.get("causal_kwargs", {}),
                    extras=None if extras is None else tuple(extras), builtin=False)
+
+
+def _elsewhere(keys: list[str]) -> str:
+    """Which tasks do take some of ``keys``, so the refusal says where they belong."""
+    from modules.tasks import TASKS
+
+    owners = {k: [t.name for t in TASKS.values() if k in t.hyperparameters] for k in keys}
+    hints = [f"{k} applies to {' and '.join(names)} datasets only" for k, names in owners.items() if names]
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 def listed_values(sampler: Any) -> list | None:
