@@ -211,7 +211,7 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
         pick = max if mode == "max" else min
         checkpoint, ckpt_metrics = pick(best.best_checkpoints, key=lambda cm: cm[1][metric])
         best_val = float(ckpt_metrics[metric])
-        hparams = hyperparameters(best.config)
+        hparams = req.task.resolved(hyperparameters(best.config))  # task-level defaults spelled out
         module = build_module(req.variant, req.task, hparams, dataset.data)
         with checkpoint.as_directory() as ckpt_dir:
             module.load_state_dict(load_weights(Path(ckpt_dir) / CHECKPOINT_FILE))

@@ -25,7 +25,7 @@ def test_every_shipped_preset_validates(settings, preset):
     assert plan.pairs
     for pair in plan.pairs:  # every configuration its spaces can produce builds a valid network
         space = plan.preset.space_for(pair.dataset, pair.variant)
-        assert plan.variant(pair.variant).check_space(space) is None
+        assert plan.variant(pair.variant).check_space(space, plan.task(pair.dataset)) is None
 
 
 def test_the_paper_transformer_space_can_only_produce_widths_its_heads_divide(settings):
