@@ -79,10 +79,10 @@ def train_trial(config: dict[str, Any], dataset: PreparedData, variant: Variant,
     try:
         with (checkpoint.as_directory() if checkpoint is not None else nullcontext()) as ckpt_dir:
             fit(hp, dataset, variant, task, max_epochs=ctx["max_epochs"], seed=ctx["seed"],
-                         callbacks=[LogParams(uri, run_id, task.resolved(hp)), report], logger=logger,
-                         threads=ctx["threads"],
-                         accelerator=ctx["accelerator"], deterministic=ctx["deterministic"],
-                         ckpt_path=os.path.join(ckpt_dir, CHECKPOINT_FILE) if ckpt_dir else None)
+                callbacks=[LogParams(uri, run_id, task.resolved(hp)), report], logger=logger,
+                threads=ctx["threads"], accelerator=ctx["accelerator"],
+                deterministic=ctx["deterministic"],
+                ckpt_path=os.path.join(ckpt_dir, CHECKPOINT_FILE) if ckpt_dir else None)
     except SystemExit:
         raise  # tune.report's way of ending a trial the scheduler stopped; the sweep records it
     except BaseException as exc:
