@@ -146,7 +146,10 @@ def to_rich(dataset: str, board: pd.DataFrame, modality: str = "") -> Table:
     table = Table(title=title, title_justify="left", header_style="bold",
                   caption="\n".join(board.attrs.get("headlines", [])), caption_justify="left")
     for col in cols:
-        table.add_column(col, justify="left" if col in ("variant", "note") else "right")
+        if col == "variant":  # the name a user copies never truncates; numbers wrap first
+            table.add_column(col, no_wrap=True, min_width=int(board[col].astype(str).str.len().max()))
+        else:
+            table.add_column(col, justify="left" if col == "note" else "right", overflow="fold")
     chosen = winner(board)
     for i, (_, row) in enumerate(board.iterrows()):
         note = str(row.get("note") or "")
