@@ -8,6 +8,7 @@ lives under that benchmark run's id, so only that run can resume it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import tempfile
@@ -28,7 +29,7 @@ from flows.plan import Budget, search_space
 from flows.quiet import silence
 from flows.settings import Settings
 from flows.signals import stop_like_ctrl_c
-from flows.training import PreparedData, evaluate, load_weights, build_module
+from flows.training import PreparedData, build_module, evaluate, load_weights
 from flows.trial import CHECKPOINT_FILE, CONTEXT_KEY, hyperparameters, train_trial
 from modules.tasks import Task
 from modules.variants import Variant
@@ -70,8 +71,6 @@ class SweepInterrupted(KeyboardInterrupt):
 
 def start_ray(settings: Settings) -> None:
     """Start (or join, with --ray-address) Ray once per process, quietly."""
-    import os
-
     if ray.is_initialized():
         return
     silence()

@@ -97,8 +97,6 @@ def has_param(tracking_uri: str, run_id: str, key: str) -> bool:
 
 
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-    import time
-
     now = int(time.time() * 1000)
     client(tracking_uri).log_batch(
         run_id, metrics=[Metric(k, float(v), now, step) for k, v in sorted(metrics.items())])

@@ -6,7 +6,6 @@ and a bare GPU host all call ``fit`` and ``evaluate`` with what they have.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
