@@ -20,7 +20,7 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 # Bump when the on-disk layout or a preparer's output changes, so old caches are not reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: forecasting manifests carry mase_scale
 
 
 def sha256_file(path: Path) -> str:

@@ -53,8 +53,13 @@ def series_splits(name: str, values: np.ndarray, p: dict[str, Any], target: int 
         "val": make_windows(scaled, train_end, val_end, window, horizon, target),
         "test": make_windows(scaled, val_end, n, window, horizon, target),
     }
+    # MASE's denominator as Hyndman & Koehler (2006) define it: the in-sample MAE of the
+    # (seasonal) one-step naive forecast on the training part, in the series' own units
+    train_target = values[:train_end, target]
+    naive_mae = float(np.abs(train_target[season:] - train_target[:-season]).mean())
     meta = {"horizon": horizon, "window": window, "input_dim": values.shape[1], "vocab_size": 0,
-            "target_channel": target, "season": season}
+            "target_channel": target, "season": season,
+            **({"mase_scale": naive_mae} if naive_mae > 0 else {})}
     extras = {"scaler": scaler}
     if channels:
         extras["channels"] = channels

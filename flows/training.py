@@ -21,7 +21,7 @@ from modules.variants import Variant
 
 # What the network, the task and a logged model need to know about a prepared dataset.
 DATA_KEYS = ("task", "num_classes", "horizon", "input_dim", "vocab_size", "target_channel",
-             "window", "outputs", "season")
+             "window", "outputs", "season", "mase_scale")
 SPLIT_NAMES = ("train", "val", "test")
 
 

@@ -33,7 +33,8 @@ class BitsPerStep(Metric):
 
 
 class NaiveRelativeMAE(Metric):
-    """MAE of the forecasts divided by the MAE of the naive forecast on the same windows."""
+    """Relative MAE: the forecasts' MAE divided by the naive forecast's MAE on the same windows
+    and steps (below 1 beats it there). Not MASE, whose denominator is fixed in-sample."""
 
     higher_is_better = False
     full_state_update = False
@@ -49,3 +50,25 @@ class NaiveRelativeMAE(Metric):
 
     def compute(self) -> torch.Tensor:
         return (self.abs_err / self.naive_err).float()
+
+
+class MeanAbsoluteScaledError(Metric):
+    """MASE (Hyndman & Koehler 2006): the MAE divided by ``scale``, the in-sample MAE of the
+    (seasonal) one-step naive forecast on the training part. Below 1: better than that naive
+    forecast was on the data the model learned from. NaN when the dataset has no scale."""
+
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, scale: float | None, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = float(scale) if scale else float("nan")
+        self.add_state("abs_err", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.abs_err += (preds - target).abs().sum().double()
+        self.count += target.numel()
+
+    def compute(self) -> torch.Tensor:
+        return (self.abs_err / self.count.clamp(min=1) / self.scale).float()

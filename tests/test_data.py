@@ -113,7 +113,7 @@ def test_baselines_are_the_majority_class_and_the_last_or_seasonal_value(prepare
     rt = baseline_scores(prepared["rotten-tomatoes"][0])
     assert rt["test/acc"] == pytest.approx(741 / 1281, abs=0.01)
     ss = baseline_scores(prepared["sunspots"][0])
-    assert ss["test/mase"] == 1.0 and 10 < ss["test/mae"] < 60
+    assert ss["test/rel_mae"] == 1.0 and 10 < ss["test/mae"] < 60
     # a day-ahead demand forecast that repeats yesterday is far better than repeating the last
     # half hour: the seasonal naive is the baseline to beat
     artifact, manifest = prepared["electricity"]
@@ -334,3 +334,22 @@ def test_the_catalog_imports_no_training_audio_or_sklearn_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_mase_is_scaled_by_the_in_sample_naive_mae_of_the_training_part():
+    # Hyndman & Koehler: MAE / mean |y_t - y_{t-m}| over the training part, in the data's units
+    from datamodules.series import series_splits
+    from flows.training import PreparedData, evaluate, score_baseline
+    from modules.tasks import TASKS
+
+    values = np.array([0, 2, 1, 3, 2, 4, 3, 5, 4, 6, 5, 7, 6, 8, 7, 9, 8, 10, 9, 11.0] * 3)  # a wrap every 20
+    p = {"window": 4, "horizon": 2, "season": 2, "val_fraction": 0.2, "test_fraction": 0.2}
+    prepared = series_splits("hand", values, p)
+    train = values[: int(len(values) * 0.6)]
+    scale = np.abs(train[2:] - train[:-2]).mean()  # the lag-2 naive forecast's in-sample MAE
+    assert prepared.meta["mase_scale"] == pytest.approx(scale) and scale > 0
+    data = PreparedData({**prepared.meta, "task": "forecasting"}, prepared.extras, prepared.splits)
+    scores = score_baseline(TASKS["forecasting"], data)
+    # the seasonal naive forecast on the test windows, scaled by the in-sample naive MAE
+    assert scores["test/mase"] == pytest.approx(scores["test/mae"] / scale, rel=1e-5)
+    assert scores["test/rel_mae"] == pytest.approx(1.0)

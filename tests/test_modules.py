@@ -145,7 +145,7 @@ def test_a_batch_without_padding_gives_the_same_output_as_a_padded_one(variant):
     torch.testing.assert_close(unpacked, packed, atol=1e-5, rtol=1e-4)
 
 
-def test_mase_is_relative_to_the_seasonal_naive_forecast():
+def test_the_naive_forecast_is_the_value_one_season_earlier():
     from modules.tasks import naive_forecast
 
     x = torch.arange(10, dtype=torch.float32).view(1, 10, 1)  # values 0..9
