@@ -43,7 +43,10 @@ class RNNEncoder(nn.Module):
             self.embed.output_dim, hidden_size, num_layers=num_layers, batch_first=True,
             dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional, **kwargs,
         )
-        self.input_dropout = nn.Dropout(dropout)
+        # dropout means the same for every variant: after a learned input map (here the token
+        # embedding; the Transformer's projection) and between layers, never on raw numeric
+        # inputs, where it would delete observations and markers the task depends on
+        self.input_dropout = nn.Dropout(dropout) if vocab_size else nn.Identity()
         self.bidirectional = bidirectional
         self.output_dim = hidden_size * (2 if bidirectional else 1)
 

@@ -203,3 +203,18 @@ def test_deterministic_training_repeats_bit_for_bit():
     runs = [fit(hp, data, VARIANTS["lstm"], tasks.get("classification"), max_epochs=2, seed=5,
                 deterministic=True).metrics for _ in range(2)]
     assert runs[0] == runs[1] and "val/acc" in runs[0]
+
+
+@pytest.mark.parametrize("variant", ["rnn", "lstm", "gru", "birnn", "bilstm", "bigru"])
+def test_dropout_never_touches_raw_numeric_inputs(variant):
+    # with numeric inputs the recurrent encoders have no input projection: dropout there would
+    # delete observations (the Transformer drops after its learned projection instead)
+    net = build_network(variant, {**HP, "dropout": 0.9}, SPEECH).encoder
+    net.train()
+    seen = {}
+    net.rnn.register_forward_pre_hook(lambda module, args: seen.setdefault("x", args[0]))
+    x, _ = _batch(SPEECH, lengths=(6, 6, 6))
+    net(x, torch.tensor([6, 6, 6]))
+    torch.testing.assert_close(seen["x"], x)
+    tokens = build_network(variant, {**HP, "dropout": 0.9}, TEXT).encoder
+    assert isinstance(tokens.input_dropout, torch.nn.Dropout)  # after the learned embedding
