@@ -1,0 +1,73 @@
+"""A logged model predicts from raw input what the in-memory model predicts, for every task:
+classification, forecasting, regression, per-step labels (token ids) and a language model."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from datamodules.scaling import invert
+from flows.serving import write_model_files
+from flows.training import PreparedData, build_module
+from modules.tasks import TASKS
+from modules.variants import VARIANTS
+
+HP = {"hidden_size": 8, "num_layers": 1, "dropout": 0.0, "lr": 0.01, "batch_size": 8}
+
+
+def _served(tmp_path, module, dataset):
+    from flows.pyfunc_model import SequenceModel
+
+    task = TASKS[dataset.manifest["task"]]
+    artifacts = write_model_files(module, VARIANTS["gru"], task, HP, dataset, tmp_path)
+    model = SequenceModel()
+    model.load_context(types.SimpleNamespace(artifacts=artifacts))
+    return model
+
+
+def _raw(dataset, seqs):
+    scaler = dataset.extras.get("scaler")
+    if scaler is None:
+        return [s.tolist() for s in seqs]
+    std, mean = np.asarray(scaler["std"]), np.asarray(scaler["mean"])
+    return [(s.astype(np.float64) * std + mean).tolist() for s in seqs]
+
+
+@pytest.mark.parametrize("name", ["japanese-vowels", "sunspots", "adding", "copy-memory", "shakespeare-char"])
+def test_a_logged_model_predicts_what_the_in_memory_model_predicts(prepared, tmp_path, name):
+    artifact, manifest = prepared[name]
+    dataset = PreparedData.load(artifact)
+    task = TASKS[manifest["task"]]
+    torch.manual_seed(0)
+    module = build_module(VARIANTS["gru"], task, task.resolved(HP), dataset.data).eval()
+    model = _served(tmp_path, module, dataset)
+    test = dataset.splits["test"]
+    seqs = test.x[:5]
+    with torch.no_grad():
+        lengths = torch.tensor([len(s) for s in seqs])
+        padded = torch.nn.utils.rnn.pad_sequence([torch.as_tensor(s) for s in seqs], batch_first=True)
+        out = module(padded, lengths)
+    if name == "shakespeare-char":  # raw text in, next characters out
+        vocab = dataset.extras["vocab"]
+        texts = ["".join(vocab[i] for i in s) for s in seqs]
+        served = model.predict(None, pd.DataFrame({"text": texts}))["prediction"].tolist()
+        assert served == ["".join(vocab[i] for i in row) for row in out.argmax(-1).tolist()]
+        return
+    served = model.predict(None, pd.DataFrame({"sequence": _raw(dataset, seqs)}))
+    if name == "japanese-vowels":
+        labels = dataset.extras["labels"]
+        assert served["label"].tolist() == [labels[i] for i in out.argmax(-1).tolist()]
+    elif name == "sunspots":  # forecasts in sunspot numbers
+        expected = invert(out.numpy(), dataset.extras["scaler"], manifest["target_channel"])
+        np.testing.assert_allclose(served.to_numpy(), expected, rtol=1e-4, atol=1e-3)
+        assert list(served.columns) == [f"t+{i}" for i in range(1, manifest["horizon"] + 1)]
+    elif name == "adding":
+        np.testing.assert_allclose(served["prediction"].to_numpy(), out[:, 0].numpy(), rtol=1e-4, atol=1e-5)
+    else:  # copy-memory: token ids in, a label per step out
+        labels = dataset.extras["labels"]
+        assert served["prediction"].tolist() == [" ".join(labels[i] for i in row)
+                                                 for row in out.argmax(-1).tolist()]
