@@ -15,7 +15,7 @@ from datamodules.errors import DataError
 from datamodules.loaders import read_labelled_text, read_series, read_ts
 from datamodules.series import series_splits
 from datamodules.specs import DatasetSpec
-from datamodules.splits import standardize
+from datamodules.splits import duplicate_counts, duplicate_keys, standardize, stratified_group_indices
 from datamodules.text import TOKEN_PATTERN, Tokenizer, build_vocab, language_model_splits
 
 
@@ -48,8 +48,6 @@ def _build_japanese_vowels(files: dict[str, Path], p: dict[str, Any]) -> Prepare
 # ---------------------------------------------------------------- text: Rotten Tomatoes
 
 def _build_rotten_tomatoes(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
-    from sklearn.model_selection import train_test_split
-
     frame = read_labelled_text(files["rotten_tomatoes_corpus_full.csv.bz2"], "text", "category")
     frame = frame[frame["label"].isin(["fresh", "rotten"])].dropna()
     if frame.empty:
@@ -60,18 +58,17 @@ def _build_rotten_tomatoes(files: dict[str, Path], p: dict[str, Any]) -> Prepare
     words = Tokenizer(tokenizer).tokens
     tokens = [words(t) for t in frame["text"].astype(str)]
     rows = frame.index.to_numpy(np.int64)  # row in the CSV (plot rows dropped)
-    idx = np.arange(len(tokens))
-    held = p["val_fraction"] + p["test_fraction"]
-    tr, rest = train_test_split(idx, test_size=held, stratify=y, random_state=p["seed"])
-    va, te = train_test_split(rest, test_size=p["test_fraction"] / held, stratify=y[rest],
-                              random_state=p["seed"])
+    # 55 snippets appear more than once: each group of duplicates stays in one split
+    keys = duplicate_keys(frame["text"].astype(str).tolist())
+    tr, va, te = stratified_group_indices(y, keys, p)
     vocab = build_vocab([tokens[i] for i in tr], p["min_freq"], p["max_vocab"])
     to_ids = Tokenizer(tokenizer, vocab).ids
     splits = {
         name: Split([to_ids(tokens[i]) for i in ids], y[ids], rows[ids])
         for name, ids in (("train", tr), ("val", va), ("test", te))
     }
-    meta = {"num_classes": len(classes), "input_dim": 0, "vocab_size": len(vocab)}
+    meta = {"num_classes": len(classes), "input_dim": 0, "vocab_size": len(vocab),
+            **duplicate_counts(keys)}
     return Prepared(splits, meta, {"labels": classes, "vocab": vocab, "tokenizer": tokenizer})
 
 

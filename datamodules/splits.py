@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any, Sequence
 
@@ -69,14 +70,47 @@ def grouped_indices(groups: Sequence[str], p: dict[str, Any]) -> tuple[np.ndarra
     return tuple(np.flatnonzero(np.isin(groups, part)) for part in parts)
 
 
+def duplicate_keys(texts: Sequence[str]) -> np.ndarray:
+    """One id per distinct text after normalising case, punctuation and spacing: rows with the
+    same id are duplicates and must not sit on both sides of a split."""
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(" ".join(re.findall(r"[a-z0-9]+", str(t).lower())), len(ids))
+                     for t in texts], dtype=np.int64)
+
+
+def duplicate_counts(keys: np.ndarray) -> dict[str, int]:
+    """How many groups of duplicates there are and how many rows they hold (for the manifest)."""
+    counts = np.bincount(keys)
+    return {"duplicate_groups": int((counts > 1).sum()), "duplicate_rows": int(counts[counts > 1].sum())}
+
+
+def stratified_group_indices(y: np.ndarray, keys: np.ndarray, p: dict[str, Any]) -> tuple[np.ndarray, ...]:
+    """``stratified_indices`` over whole groups of equal ``keys`` (each group stratified by its
+    first row's label), so every group lands in exactly one split."""
+    _, first = np.unique(keys, return_index=True)
+    parts = stratified_indices(y[first], p)
+    if any(len(part) == 0 for part in parts):
+        raise DataError(f"only {len(first)} distinct texts among {len(keys)} rows once duplicates "
+                        "(equal up to case, punctuation and spacing) are merged: too few for a "
+                        "train, validation and test split")
+    return tuple(np.flatnonzero(np.isin(keys, keys[first[part]])) for part in parts)
+
+
 def labelled_splits(x: list[np.ndarray], labels: Sequence[str], p: dict[str, Any],
-                    groups: Sequence[str] | None = None,
-                    where: str = "data") -> tuple[dict[str, Split], list[str]]:
-    """Classification splits of ``x`` by string ``labels``: stratified, or group-disjoint."""
+                    groups: Sequence[str] | None = None, where: str = "data",
+                    same_split: np.ndarray | None = None) -> tuple[dict[str, Split], list[str]]:
+    """Classification splits of ``x`` by string ``labels``: stratified, group-disjoint
+    (``groups``: speakers), or stratified with rows of equal ``same_split`` key (duplicates)
+    kept together."""
     classes = check_classes(labels, where)
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[c] for c in labels], dtype=np.int64)
-    parts = grouped_indices(groups, p) if groups is not None else stratified_indices(y, p)
+    if groups is not None:
+        parts = grouped_indices(groups, p)
+    elif same_split is not None:
+        parts = stratified_group_indices(y, same_split, p)
+    else:
+        parts = stratified_indices(y, p)
     splits = {name: Split([x[i] for i in ids], y[ids], ids)
               for name, ids in zip(("train", "val", "test"), parts)}
     return splits, classes

@@ -26,7 +26,8 @@ from datamodules.errors import DataError
 from datamodules.loaders import decode_text, read_table, require_columns
 from datamodules.series import series_splits
 from datamodules.specs import DatasetSpec
-from datamodules.splits import check_classes, labelled_splits, standardize, stratified_indices
+from datamodules.splits import (check_classes, duplicate_counts, duplicate_keys, labelled_splits,
+                               standardize, stratified_indices)
 from datamodules.text import TOKEN_PATTERN, WORD_PATTERN, Tokenizer, build_vocab, language_model_splits
 
 log = logging.getLogger("rnnbench.data")
@@ -158,12 +159,15 @@ def build_text_classification(files: dict[str, Path], p: dict[str, Any]) -> Prep
         if _too_long(len(toks), p, "max_len", f"{path}: row {row + 2}", truncated):
             toks = toks[: p["max_len"]]
         tokens.append(toks)
-    splits, classes = labelled_splits(tokens, labels, p, where=str(path))
+    # duplicates (after normalising case, punctuation and spacing) stay in one split
+    keys = duplicate_keys(frame[p["text_column"]].astype(str).tolist())
+    splits, classes = labelled_splits(tokens, labels, p, where=str(path), same_split=keys)
     vocab = build_vocab(splits["train"].x, p["min_freq"], p["max_vocab"])
     to_ids = Tokenizer(tokenizer, vocab).ids
     for split in splits.values():
         split.x = [to_ids(toks) for toks in split.x]
-    meta = {"num_classes": len(classes), "input_dim": 0, "vocab_size": len(vocab)}
+    meta = {"num_classes": len(classes), "input_dim": 0, "vocab_size": len(vocab),
+            **duplicate_counts(keys)}
     return Prepared(splits, meta, {"labels": classes, "vocab": vocab, "tokenizer": tokenizer},
                     warnings=_truncation_warning(truncated, p["max_len"]))
 

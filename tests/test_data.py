@@ -353,3 +353,20 @@ def test_mase_is_scaled_by_the_in_sample_naive_mae_of_the_training_part():
     # the seasonal naive forecast on the test windows, scaled by the in-sample naive MAE
     assert scores["test/mase"] == pytest.approx(scores["test/mae"] / scale, rel=1e-5)
     assert scores["test/rel_mae"] == pytest.approx(1.0)
+
+
+def test_duplicate_snippets_never_sit_on_both_sides_of_a_split(prepared):
+    from datamodules.loaders import read_labelled_text
+    from datamodules.specs import VENDORED
+    from datamodules.splits import duplicate_keys
+
+    artifact, manifest = prepared["rotten-tomatoes"]
+    raw = read_labelled_text(VENDORED / "rotten_tomatoes" / "rotten_tomatoes_corpus_full.csv.bz2",
+                             "text", "category")
+    keys = dict(zip(raw.index, duplicate_keys(raw["text"].astype(str).tolist())))
+    where = {}
+    for split in ("train", "val", "test"):
+        for row in load_split(artifact, split).ids:
+            where.setdefault(keys[row], set()).add(split)
+    assert all(len(splits) == 1 for splits in where.values())
+    assert manifest["duplicate_groups"] >= 50 and manifest["duplicate_rows"] > manifest["duplicate_groups"]

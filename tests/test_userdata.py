@@ -32,7 +32,8 @@ def _series_csv(path, n=400, bad=None):
 
 def _reviews(path, labels=None, n=60, encoding="utf-8", long_row=None):
     labels = labels or ["pos", "neg"] * (n // 2)
-    texts = ["a great film, loved it" if l == "pos" else "dull and far too long" for l in labels]
+    texts = [(f"a great film, loved it, take {i}" if l == "pos" else f"dull and far too long, take {i}")
+             for i, l in enumerate(labels)]  # distinct texts: duplicates would share a split
     if long_row is not None:
         texts[long_row] = " ".join(["word"] * 500)
     pd.DataFrame({"review": texts, "sentiment": labels}).to_csv(path, index=False, encoding=encoding)
@@ -229,7 +230,7 @@ def test_corrupt_and_zero_length_audio_are_named(tmp_path):
 
 def test_non_utf8_text_names_the_line_and_latin1_can_be_asked_for(tmp_path):
     labels = ["pos", "neg"] * 10
-    frame = pd.DataFrame({"text": ["café au lait, très bien"] * 20, "label": labels})
+    frame = pd.DataFrame({"text": [f"café au lait {i}, très bien" for i in range(20)], "label": labels})
     frame.to_csv(tmp_path / "r.csv", index=False, encoding="latin-1")
     msg = _error(tmp_path, "x", "text", tmp_path / "r.csv")
     assert "r.csv:2: byte 0xe9" in msg and "not valid utf-8" in msg and "--encoding" in msg
@@ -278,3 +279,15 @@ def test_a_bad_dataset_name_or_a_built_in_name_is_refused(tmp_path):
     assert "dataset name 'My Data'" in _error(tmp_path, "My Data", "timeseries", path, target="load", time_column="time")
     assert "'sunspots' is a built-in dataset" in _error(tmp_path, "sunspots", "timeseries", path,
                                                         target="load")
+
+
+def test_duplicate_texts_of_a_users_file_stay_in_one_split(tmp_path):
+    rows = [{"text": f"Review number {i % 40}{'!' if i % 3 else '.'}", "label": "pos" if i % 2 else "neg"}
+            for i in range(200)]  # 40 distinct texts once case and punctuation are set aside
+    pd.DataFrame(rows).to_csv(tmp_path / "dups.csv", index=False)
+    artifact, manifest, _ = register("dups", "text", tmp_path / "dups.csv", {}, tmp_path / "data")
+    assert manifest["duplicate_groups"] == 40 and manifest["duplicate_rows"] == 200
+    texts = {split: {rows[i]["text"].rstrip("!.") for i in load_split(artifact, split).ids}
+             for split in ("train", "val", "test")}
+    assert not (texts["train"] & texts["val"]) and not (texts["train"] & texts["test"])
+    assert not (texts["val"] & texts["test"])
