@@ -16,6 +16,7 @@ from flows import tracking
 from modules import tasks
 
 INTEGER_COLUMNS = ("params", "trials")
+UNEQUAL = "rnnbench.unequal_spaces"  # benchmark-run tag: variants whose search space differs
 
 
 def baseline_metric_name(dataset: str, metric: str) -> str:
@@ -68,8 +69,10 @@ def build(tracking_uri: str, experiment_id: str, benchmark_run_id: str) -> dict[
                 if row[metric] is None or not task.better(row[metric], base[metric]):
                     row["note"] = f"does not beat {base_name[1:-1]} on validation"
         board = pd.DataFrame([*rows, *failed, base]).drop(columns=["val/loss"])
+        unequal = [f"Not equal: {note}." for note in bench.data.tags.get(UNEQUAL, "").split("; ")
+                   if note and note.split(" ", 1)[0] in {r["variant"] for r in rows}]
         board.attrs.update({"metric": metric, "mode": task.mode, "baseline": base_name,
-                            "headlines": headlines(rows, base, metric, task.mode)})
+                            "headlines": [*headlines(rows, base, metric, task.mode), *unequal]})
         boards[dataset] = board
     return boards
 

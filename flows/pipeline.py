@@ -230,11 +230,16 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
     failures: list[tuple[str, str, str]] = []
     if plan.skipped:
         tracking.set_tags(uri, run_id, {"rnnbench.skipped": "; ".join(plan.skipped)[:4000]})
+    if plan.unequal_spaces():  # the leaderboards print it too (they read it from this tag)
+        tracking.set_tags(uri, run_id, {leaderboard.UNEQUAL: "; ".join(plan.unequal_spaces())[:4000]})
     try:
         with tracking.Heartbeat(uri, run_id), progress.display(len(plan.pairs), enabled=show_progress) as shown:
             for note in plan.skipped:
                 if shown is not None:
                     shown.progress.console.print(f"  [yellow]-[/] {note}")
+            for note in plan.unequal_spaces():
+                if shown is not None:
+                    shown.progress.console.print(f"  [yellow]![/] not equal: {note}")
             for dataset in plan.datasets:
                 prepared = prepare_task(dataset, str(settings.data_root),
                                         plan.preset.dataset_params.get(dataset))

@@ -201,6 +201,26 @@ class Plan(BaseModel):
     def variants_for(self, dataset: str) -> list[str]:
         return [p.variant for p in self.pairs if p.dataset == dataset]
 
+    def unequal_spaces(self) -> list[str]:
+        """Where a variant's search space differs from the one the other variants share on a
+        dataset (the preset's ``[variant_space.X]``): a comparison a reader must know is not
+        like for like."""
+        notes = []
+        for variant in self.variants:
+            own = self.preset.variant_space.get(variant, {})
+            if not own or not any(p.variant == variant for p in self.pairs):
+                continue
+            shown = ", ".join(f"{k}={_sampler_text(v)}" for k, v in own.items())
+            notes.append(f"{variant} searches its own {shown} (the other variants use the shared space)")
+        return notes
+
+
+def _sampler_text(value: Any) -> str:
+    if isinstance(value, dict):
+        (kind, arg), = value.items()
+        return f"{kind}{arg}"
+    return str(value)
+
 
 def _check_names(kind: str, names: list[str], valid: list[str]) -> list[str]:
     if not names:

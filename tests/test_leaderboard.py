@@ -51,12 +51,12 @@ def test_building_leaderboards_imports_no_ray_lightning_or_torch():
 
 
 
-def _store(tmp_path, sweeps: dict[str, dict], baseline: dict):
+def _store(tmp_path, sweeps: dict[str, dict], baseline: dict, tags: dict | None = None):
     uri = f"sqlite:///{tmp_path / 'lb.db'}"
     client = MlflowClient(uri)
     exp = client.create_experiment("lb", artifact_location=(tmp_path / "lb").as_uri())
     bench = client.create_run(exp, tags={"rnnbench.role": "benchmark",
-                                         "rnnbench.baseline.jv": "majority class"}).info.run_id
+                                         "rnnbench.baseline.jv": "majority class", **(tags or {})}).info.run_id
     for key, value in baseline.items():
         client.log_metric(bench, f"baseline/jv/{key}", value)
     for variant, metrics in sweeps.items():
@@ -76,8 +76,12 @@ def test_the_ranking_and_the_winner_ignore_the_test_split(tmp_path):
         "birnn": {"val/acc": 0.963, "val/loss": 0.20, "test/acc": 0.976, "test/f1": 0.97},
         "bilstm": {"val/acc": 0.981, "val/loss": 0.12, "test/acc": 0.973, "test/f1": 0.97},
         "bigru": {"val/acc": 0.981, "val/loss": 0.09, "test/acc": 0.960, "test/f1": 0.96},
-    }, {"val/acc": 0.11, "test/acc": 0.08, "test/f1": 0.02})
+    }, {"val/acc": 0.11, "test/acc": 0.08, "test/f1": 0.02},
+        {leaderboard.UNEQUAL: "bigru searches its own lr=loguniform[0.001, 0.01] (the other variants "
+                              "use the shared space)"})
     assert board["variant"].tolist() == ["bigru", "bilstm", "birnn", "(majority class)"]
+    assert board.attrs["headlines"][-1] == ("Not equal: bigru searches its own lr=loguniform[0.001, 0.01] "
+                                            "(the other variants use the shared space).")
     assert leaderboard.winner(board)["variant"] == "bigru"
     assert any("bigru, bilstm tie on val/acc 0.981" in line for line in board.attrs["headlines"])
     assert board["note"].isna().all()

@@ -147,3 +147,10 @@ def test_a_tracking_server_that_does_not_answer_is_named_in_seconds(tmp_path):
     with pytest.raises(ServiceUnavailable, match=f"tracking server at http://127.0.0.1:{port} does not answer"):
         make_plan(settings, "quick")
     assert time.monotonic() - started < 30  # not MLflow's minutes of retries
+
+
+def test_a_variant_with_its_own_search_space_is_named_as_not_equal(settings):
+    (note,) = make_plan(settings, "quick").unequal_spaces()
+    assert note.startswith("transformer searches its own nhead=choice[2, 4]") and "lr=loguniform" in note
+    tiny = make_plan(settings, TINY_PRESET, variants_=["lstm", "bigru"])
+    assert tiny.unequal_spaces() == []  # the transformer's own space does not matter when it is not run
