@@ -133,7 +133,7 @@ class Interleave(pl.Callback):
         self.mark = time.perf_counter()
 
 
-def run_shape(shape: Shape, repeats: int, n_train: int, n_val: int, smoke: bool) -> bool:
+def run_shape(shape: Shape, repeats: int, n_train: int, n_val: int, store: str, smoke: bool) -> bool:
     from pytorch_lightning.loggers import MLFlowLogger
 
     torch.set_num_threads(1)
@@ -144,15 +144,14 @@ def run_shape(shape: Shape, repeats: int, n_train: int, n_val: int, smoke: bool)
                "batch_size": shape.batch, **dict(shape.extra)}
     hand = HandLoop(shape, hparams, dataset.data, splits, seed=0)
     warmup = 1
-    with tempfile.TemporaryDirectory(prefix="rnnbench-bench-") as tmp:
-        logger = MLFlowLogger(experiment_name="bench-step-overhead",
-                              tracking_uri=f"sqlite:///{tmp}/mlflow.db",
-                              artifact_location=f"{tmp}/artifacts")
-        timer = Interleave(hand)
-        # +1: the last hand epoch has no Lightning epoch after it to pair with
-        result = fit(hparams, dataset, VARIANTS[shape.variant], tasks.get("classification"),
-                     max_epochs=warmup + repeats + 1, seed=0, callbacks=[timer], logger=logger,
-                     threads=1)
+    logger = MLFlowLogger(experiment_name="bench-step-overhead", run_name=shape.name,
+                          tracking_uri=f"sqlite:///{store}/mlflow.db",
+                          artifact_location=f"{store}/artifacts")
+    timer = Interleave(hand)
+    # +1: the last hand epoch has no Lightning epoch after it to pair with
+    result = fit(hparams, dataset, VARIANTS[shape.variant], tasks.get("classification"),
+                 max_epochs=warmup + repeats + 1, seed=0, callbacks=[timer], logger=logger,
+                 threads=1)
     light = timer.lightning[warmup:]
     hand_t = timer.hand_times[warmup:len(timer.lightning)]
     per = ratios(light, hand_t)
@@ -183,7 +182,9 @@ def main() -> None:
     for name in ("alembic", "mlflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
     repeats, n_train, n_val = (2, 256, 128) if args.smoke else (15, 2048, 512)
-    ok = [run_shape(shape, repeats, n_train, n_val, args.smoke) for shape in SHAPES]
+    # one throwaway tracking store for all shapes, like a sweep's trials sharing one
+    with tempfile.TemporaryDirectory(prefix="rnnbench-bench-") as store:
+        ok = [run_shape(shape, repeats, n_train, n_val, store, args.smoke) for shape in SHAPES]
     finish(all(ok), args.smoke)
 
 
