@@ -10,7 +10,7 @@ PRESET ?= quick
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rnnbench-installed
 
-.PHONY: install lock run test test-integration clean
+.PHONY: install lock run test test-integration bench bench-smoke clean
 
 # pip's and setuptools' chatter goes to a log, shown only when a step fails
 PIP_LOG := $(VENV)/pip-install.log
@@ -73,6 +73,24 @@ test: install
 
 test-integration: install
 	$(BIN)/python -m pytest -m "integration or system"
+
+# Speed, as ratios of two sides timed interleaved in one run (docs/BENCHMARKS.md). `bench` runs
+# the full step-overhead and data-path benchmarks (a few minutes on 2 cores; results committed
+# under benchmarks/results/) and the GPU benchmark's CPU smoke; every script runs even when an
+# earlier one misses its target, and a miss fails the target at the end. `bench-smoke` proves
+# they all still run (seconds; results under the git-ignored benchmarks/results/smoke/).
+# `python -m`: the checkout's own code, whichever checkout the venv was installed from.
+bench: install
+	@rc=0; \
+	$(BIN)/python -m benchmarks.step_overhead || rc=1; \
+	$(BIN)/python -m benchmarks.data_path || rc=1; \
+	$(BIN)/python -m benchmarks.gpu --smoke || rc=1; \
+	exit $$rc
+
+bench-smoke: install
+	$(BIN)/python -m benchmarks.step_overhead --smoke
+	$(BIN)/python -m benchmarks.data_path --smoke
+	$(BIN)/python -m benchmarks.gpu --smoke
 
 clean:
 	rm -rf $(VENV) .rnnbench .pytest_cache
