@@ -33,6 +33,22 @@ _QUIET_LOGGERS = (
 )
 
 
+class _SnapshotRace(logging.Filter):
+    """Tune syncs its state folder while its searcher replaces a file there (a temporary file,
+    then a rename); a snapshot that lists the temporary file and then misses it fails with
+    FileNotFoundError and a traceback. The next periodic snapshot, and the forced one at the
+    end of every sweep, write the state again: that one failure costs nothing, so it stays
+    out of the console. Any other snapshot failure still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.getMessage().startswith("Saving experiment state to storage")
+                    and isinstance(error, FileNotFoundError) and "-tmp-" in str(error))
+
+
+_SNAPSHOT_LOGGER = "ray.tune.execution.experiment_state"
+
+
 def silence() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     for pattern in _IGNORED_WARNINGS:
@@ -41,6 +57,9 @@ def silence() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    snapshots = logging.getLogger(_SNAPSHOT_LOGGER)
+    if not any(isinstance(f, _SnapshotRace) for f in snapshots.filters):
+        snapshots.addFilter(_SnapshotRace())
 
 
 def worker_setup() -> None:

@@ -218,3 +218,23 @@ def test_dropout_never_touches_raw_numeric_inputs(variant):
     torch.testing.assert_close(seen["x"], x)
     tokens = build_network(variant, {**HP, "dropout": 0.9}, TEXT).encoder
     assert isinstance(tokens.input_dropout, torch.nn.Dropout)  # after the learned embedding
+
+
+def test_only_tunes_snapshot_race_is_kept_out_of_the_console():
+    import logging
+
+    from flows.quiet import _SNAPSHOT_LOGGER, _SnapshotRace
+
+    def record(error):
+        try:
+            raise error
+        except OSError:
+            import sys
+
+            return logging.LogRecord(_SNAPSHOT_LOGGER, logging.ERROR, __file__, 1,
+                                     "Saving experiment state to storage at '/x' failed with exception: ",
+                                     None, sys.exc_info())
+
+    race = FileNotFoundError("Failed to open local file '/tmp/a/.1-tmp-basic-variant-state-x.json'")
+    assert not _SnapshotRace().filter(record(race))
+    assert _SnapshotRace().filter(record(PermissionError("storage refused the write")))
