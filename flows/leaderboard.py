@@ -143,16 +143,32 @@ def to_markdown(dataset: str, board: pd.DataFrame, modality: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_rich(dataset: str, board: pd.DataFrame, modality: str = "") -> Table:
+def _width(board: pd.DataFrame, cols: list[str]) -> int:
+    """Characters a table of ``cols`` needs without wrapping a cell (3 per column for borders)."""
+    return 1 + sum(3 + max(len(c), *(len(_fmt(v, c)) for v in board[c])) for c in cols)
+
+
+def to_rich(dataset: str, board: pd.DataFrame, modality: str = "", width: int | None = None) -> Table:
+    """The leaderboard for a terminal ``width`` columns wide: numbers are never folded; test
+    metrics beyond what fits are left to the CSV and Markdown reports (and said so)."""
     cols = [c for c in display_columns(board) if c != "best hyperparameters"]
+    headlines = list(board.attrs.get("headlines", []))
+    metrics = [c for c in cols if c.startswith("test/")]
+    while width and _width(board, cols) > width and len(metrics) > 1:
+        cols.remove(metrics.pop())
+    left_out = [c for c in display_columns(board) if c.startswith("test/") and c not in cols]
+    if left_out:
+        headlines.append(f"{', '.join(left_out)}: in the CSV and Markdown reports (a wider terminal shows them).")
     title = f"{dataset}" + (f" ({modality})" if modality else "")
     table = Table(title=title, title_justify="left", header_style="bold",
-                  caption="\n".join(board.attrs.get("headlines", [])), caption_justify="left")
+                  caption="\n".join(headlines), caption_justify="left")
     for col in cols:
         if col == "variant":  # the name a user copies never truncates; numbers wrap first
             table.add_column(col, no_wrap=True, min_width=int(board[col].astype(str).str.len().max()))
+        elif col == "note":
+            table.add_column(col, justify="left", overflow="fold")
         else:
-            table.add_column(col, justify="left" if col == "note" else "right", overflow="fold")
+            table.add_column(col, justify="right", no_wrap=True)
     chosen = winner(board)
     for i, (_, row) in enumerate(board.iterrows()):
         note = str(row.get("note") or "")

@@ -35,7 +35,7 @@ def results(result: dict[str, Any], settings) -> None:
     console.print()
     modalities = result.get("modalities", {})
     for dataset, board in result["boards"].items():
-        console.print(to_rich(dataset, board, modalities.get(dataset, "")))
+        console.print(to_rich(dataset, board, modalities.get(dataset, ""), width=console.width))
         chosen = winner(board)
         if chosen is not None:
             metric = board.attrs["metric"]

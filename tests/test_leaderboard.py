@@ -97,3 +97,17 @@ def test_variants_that_do_not_beat_the_baseline_on_validation_are_flagged(tmp_pa
                for line in board.attrs["headlines"])
     md = leaderboard.to_markdown("jv", board)
     assert "No variant beats majority class on validation" in md.split("|")[0]
+
+
+def test_a_narrow_terminal_leaves_extra_test_metrics_to_the_reports_without_folding_numbers(tmp_path):
+    from rich.console import Console
+
+    board = _store(tmp_path, {v: {"val/acc": 0.9, "val/loss": 0.3, "test/acc": 0.91, "test/f1": 0.9}
+                              for v in ("lstm", "transformer")}, {"val/acc": 0.1, "test/acc": 0.1, "test/f1": 0.1})
+    board["test/extra_one"], board["test/extra_two"] = 0.123456, 1234.5
+    console = Console(width=80, record=True)
+    console.print(leaderboard.to_rich("jv", board, width=80))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "0.9100" in text and "transformer" in text  # whole numbers and names
+    assert "test/extra_two: in the CSV and Markdown reports" in text.replace("\n", " ")
