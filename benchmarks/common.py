@@ -31,7 +31,7 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    except OSError:
+    except OSError:  # no /proc/cpuinfo (macOS): the model stays "unknown"
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu_count": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),

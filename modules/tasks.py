@@ -40,7 +40,8 @@ class Option:
 
 @dataclass(frozen=True)
 class Task:
-    """One kind of prediction. Subclasses implement the methods; the fields are plain facts."""
+    """One kind of prediction. Subclasses implement the methods (the base class raises
+    NotImplementedError for the ones every task must define); the fields are plain facts."""
 
     name: str
     monitor: str  # the validation metric sweeps select on (without the stage prefix)
