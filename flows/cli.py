@@ -57,7 +57,8 @@ def _benchmark_args(plan, preset: str, resume: Optional[str]) -> dict:
                 datasets=plan.datasets, variants=[v for v in plan.variants if v in BUILTIN],
                 extra_variants=[v for v in plan.variants if v not in BUILTIN] or None,
                 experiment=plan.settings.experiment, tracking_uri=plan.settings.tracking_uri,
-                ray_address=plan.settings.ray_address, home=str(plan.settings.home), resume=resume,
+                ray_address=plan.settings.ray_address, storage=plan.settings.storage,
+                home=str(plan.settings.home), resume=resume,
                 show_progress=True)
 
 
@@ -81,11 +82,14 @@ def run(
     variants: Optional[str] = typer.Option(None, help="comma-separated variant names"),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
     ray_address: Optional[str] = typer.Option(None, help="address of a running Ray cluster"),
+    storage: Optional[str] = typer.Option(
+        None, help="Tune's state and checkpoints: a folder every Ray node mounts, or s3://... "
+                   "(default $RNNBENCH_HOME/ray; required with --ray-address)"),
     experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default rnnbench)"),
     resume: Optional[str] = typer.Option(None, help="continue this unfinished benchmark run id"),
 ) -> None:
     """Run the benchmark flow: prepare datasets, sweep every variant, print leaderboards."""
-    settings = runtime.setup(tracking_uri, experiment, ray_address)
+    settings = runtime.setup(tracking_uri, experiment, ray_address, storage)
     plan = _plan(settings, preset, _split(datasets), _split(variants))
     from flows.render import console
 
@@ -105,11 +109,14 @@ def sweep(
     preset: str = typer.Option("quick", help="preset name or path to a .toml file"),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
     ray_address: Optional[str] = typer.Option(None, help="address of a running Ray cluster"),
+    storage: Optional[str] = typer.Option(
+        None, help="Tune's state and checkpoints: a folder every Ray node mounts, or s3://... "
+                   "(default $RNNBENCH_HOME/ray; required with --ray-address)"),
     experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default rnnbench)"),
     resume: Optional[str] = typer.Option(None, help="continue this unfinished run id"),
 ) -> None:
     """Run one sweep (one dataset, one variant)."""
-    settings = runtime.setup(tracking_uri, experiment, ray_address)
+    settings = runtime.setup(tracking_uri, experiment, ray_address, storage)
     plan = _plan(settings, preset, [dataset], [variant])
     from flows.pipeline import sweep as sweep_flow
 
@@ -117,7 +124,8 @@ def sweep(
     _run_benchmark(sweep_flow, settings, dataset=dataset, variant=variant, **which,
                    experiment=settings.experiment,
                    tracking_uri=settings.tracking_uri, ray_address=settings.ray_address,
-                   home=str(settings.home), resume=resume, show_progress=True)
+                   storage=settings.storage, home=str(settings.home), resume=resume,
+                   show_progress=True)
 
 
 @app.command()

@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import re
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,7 +28,8 @@ from datamodules.errors import DataError
 from flows import leaderboard, progress, tracking
 from flows.plan import Plan, PlanError, PresetName, VariantName, make_plan
 from flows.settings import Settings, apply_environment, load_settings
-from flows.sweep import SweepRequest, run_sweep, stop_ray
+from flows.sweep import SweepRequest, run_sweep, start_ray, stop_ray, sweep_slots
+from flows.tune_threads import allow_sweeps, interrupt_sweeps
 
 TRIGGER = "rnnbench.trigger"
 FLOW_RUN = "rnnbench.flow_run_id"
@@ -54,8 +57,8 @@ def artifact_key(*parts: str) -> str:
 
 
 def _settings(home: Optional[str], tracking_uri: Optional[str] = None, experiment: Optional[str] = None,
-              ray_address: Optional[str] = None) -> Settings:
-    settings = load_settings(tracking_uri, experiment, ray_address, home)
+              ray_address: Optional[str] = None, storage: Optional[str] = None) -> Settings:
+    settings = load_settings(tracking_uri, experiment, ray_address, home, storage)
     apply_environment(settings)
     return settings
 
@@ -240,22 +243,20 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
             for note in plan.unequal_spaces():
                 if shown is not None:
                     shown.progress.console.print(f"  [yellow]![/] not equal: {note}")
+            requests = []
             for dataset in plan.datasets:
                 prepared = prepare_task(dataset, str(settings.data_root),
                                         plan.preset.dataset_params.get(dataset))
                 artifact_dir = Path(prepared["artifact_dir"])
                 _record_baseline(plan, dataset, artifact_dir, run_id)
                 for variant in plan.variants_for(dataset):
-                    request = SweepRequest(
+                    requests.append(SweepRequest(
                         dataset=dataset, variant=plan.variant(variant), task=plan.task(dataset),
                         artifact_dir=artifact_dir, budget=plan.preset.budget,
                         space=plan.preset.space_for(dataset, variant), settings=settings,
                         experiment_id=experiment_id, parent_run_id=run_id,
-                        tags={"preset": plan.preset.name})
-                    try:
-                        summaries.append(sweep_task(request))
-                    except Exception as exc:  # one failing pair does not stop the others
-                        failures.append((dataset, variant, f"{type(exc).__name__}: {exc}"))
+                        tags={"preset": plan.preset.name}, packages=plan.packages()))
+            _sweep_all(plan, requests, summaries, failures)
         boards = leaderboard.build(uri, experiment_id, run_id)
         out_dir = settings.reports_root / run_id
         paths = leaderboard.write(boards, out_dir, plan.modalities)
@@ -284,12 +285,66 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
         stop_ray()
 
 
+def _sweep_all(plan: Plan, requests: list[SweepRequest], summaries: list[dict],
+               failures: list[tuple[str, str, str]]) -> None:
+    """Run the sweeps, side by side as far as the Ray instance has room (``sweep_slots``),
+    each a Prefect task in its own thread; one failing sweep does not stop the others."""
+    start_ray(plan.settings, plan.packages())
+    slots = min(sweep_slots(plan.preset.budget), len(requests))
+    if slots <= 1:  # one after another, in this thread (Tune's own Ctrl-C handling)
+        for request in requests:
+            try:
+                summaries.append(sweep_task(request))
+            except Exception as exc:
+                failures.append((request.dataset, request.variant.name, f"{type(exc).__name__}: {exc}"))
+        return
+    from prefect.futures import as_completed
+
+    stopping = threading.Event()
+
+    def on_interrupt(signum, frame):
+        """First Ctrl-C (or SIGTERM): every sweep saves its state and stops, as one sweep
+        does; a second one stops at once."""
+        if stopping.is_set():
+            raise KeyboardInterrupt
+        stopping.set()
+        interrupt_sweeps()
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_interrupt) if main else None
+    allow_sweeps()
+    pending, running = list(requests), {}
+    try:
+        while pending or running:
+            while pending and len(running) < slots and not stopping.is_set():
+                request = pending.pop(0)
+                running[sweep_task.submit(request)] = request
+            if not running:
+                break
+            done = next(iter(as_completed(list(running))))
+            request = running.pop(done)
+            try:
+                summaries.append(done.result())
+            except (KeyboardInterrupt, TerminationSignal):
+                stopping.set()
+                interrupt_sweeps()
+            except Exception as exc:
+                if not stopping.is_set():
+                    failures.append((request.dataset, request.variant.name, f"{type(exc).__name__}: {exc}"))
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    if stopping.is_set():
+        raise KeyboardInterrupt
+
+
 def _record_baseline(plan: Plan, dataset: str, artifact_dir: Path, run_id: str) -> None:
     """The task's trivial baseline, scored on val and test like the models, on the run."""
     from flows.training import PreparedData, score_baseline
 
     uri = plan.settings.tracking_uri
     data = PreparedData.load(artifact_dir)
+    tracking.dataset_input(uri, run_id, data.manifest)  # before any sweep logs it, side by side
     task = plan.task(dataset)
     scores = score_baseline(task, data)
     tracking.log_metrics(uri, run_id, {leaderboard.baseline_metric_name(dataset, k): v
@@ -307,14 +362,16 @@ def benchmark(preset: PresetName = PresetName.quick, preset_path: Optional[str] 
               datasets: Optional[list[str]] = None, variants: Optional[list[VariantName]] = None,
               extra_variants: Optional[list[str]] = None, experiment: Optional[str] = None,
               tracking_uri: Optional[str] = None, ray_address: Optional[str] = None,
-              home: Optional[str] = None, resume: Optional[str] = None,
-              show_progress: bool = False) -> dict[str, Any]:
+              storage: Optional[str] = None, home: Optional[str] = None,
+              resume: Optional[str] = None, show_progress: bool = False) -> dict[str, Any]:
     """Prepare each dataset, sweep each variant with Ray Tune, and build the leaderboards.
 
     ``preset``: a shipped preset, or ``preset_path`` to your own TOML file. ``variants``: the
     built-in ones to run (default: the preset's); ``extra_variants``: variants your preset
-    declares under [custom_variants]. ``resume``: an unfinished benchmark run id to continue."""
-    settings = _settings(home, tracking_uri, experiment, ray_address)
+    declares under [custom_variants]. ``ray_address``: a Ray cluster, with ``storage`` (a
+    folder every node mounts, or s3://...) for Tune's checkpoints and an MLflow server as
+    ``tracking_uri``. ``resume``: an unfinished benchmark run id to continue."""
+    settings = _settings(home, tracking_uri, experiment, ray_address, storage)
     plan = make_plan(settings, preset, preset_path, datasets, _variant_names(variants, extra_variants))
     return _run(plan, "benchmark", resume, show_progress)
 
@@ -323,9 +380,9 @@ def benchmark(preset: PresetName = PresetName.quick, preset_path: Optional[str] 
 def sweep(dataset: str, variant: str, preset: PresetName = PresetName.quick,
           preset_path: Optional[str] = None, experiment: Optional[str] = None,
           tracking_uri: Optional[str] = None, ray_address: Optional[str] = None,
-          home: Optional[str] = None, resume: Optional[str] = None,
-          show_progress: bool = False) -> dict[str, Any]:
+          storage: Optional[str] = None, home: Optional[str] = None,
+          resume: Optional[str] = None, show_progress: bool = False) -> dict[str, Any]:
     """One Ray Tune sweep (one dataset, one variant), recorded under its own parent run."""
-    settings = _settings(home, tracking_uri, experiment, ray_address)
+    settings = _settings(home, tracking_uri, experiment, ray_address, storage)
     plan = make_plan(settings, preset, preset_path, [dataset], [variant])
     return _run(plan, "benchmark", resume, show_progress)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import os
 import tomllib
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Literal, Mapping, Optional, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt,
                       ValidationError, field_validator)
@@ -85,6 +86,10 @@ class Budget(BaseModel):
     gpus_per_trial: NonNegativeFloat = 0
     seed: int = 0
     deterministic: bool = False  # bit-for-bit repeatable training (slower)
+    # sweeps of a benchmark running side by side, each its own Tune experiment; None: as many
+    # as keep the cluster's CPUs (or GPUs) busy, plus one starting up
+    max_concurrent_sweeps: Optional[PositiveInt] = None
+    precision: Literal["32", "bf16-mixed"] = "32"  # bf16-mixed: on GPUs that support it
 
 
 class Preset(BaseModel):
@@ -201,6 +206,18 @@ class Plan(BaseModel):
     def variants_for(self, dataset: str) -> list[str]:
         return [p.variant for p in self.pairs if p.dataset == dataset]
 
+    def packages(self) -> tuple[str, ...]:
+        """The top-level packages of the user's own variants and tasks: a cluster's workers
+        get them with rnnbench's own (they are not installed there)."""
+        found = []
+        for name in self.variants:
+            variant = self.variant(name)
+            for module in ((None if variant.builtin else variant.module), type(variant).__module__):
+                found.append(module)
+        found += [tasks.module_of(self.task(d)) for d in self.datasets]
+        tops = (m.split(".")[0] for m in found if m)
+        return tuple(t for t in dict.fromkeys(tops) if t not in ("modules", "flows", "datamodules"))
+
     def unequal_spaces(self) -> list[str]:
         """Where a variant's search space differs from the one the other variants share on a
         dataset (the preset's ``[variant_space.X]``): a comparison a reader must know is not
@@ -246,6 +263,10 @@ def _custom_variants(preset: Preset) -> dict[str, Variant]:
 def check_resources(preset: Preset, ray_address: str | None) -> None:
     """A preset that needs GPUs is refused up front on a machine without one (Ray would wait
     for them forever); on a cluster (``ray_address``) Ray knows its own resources."""
+    if not ray_address and preset.budget.cpus_per_trial > (os.cpu_count() or 1):
+        raise PlanError(
+            f"preset {preset.name!r} asks for cpus_per_trial={preset.budget.cpus_per_trial:g} but "
+            f"this machine has {os.cpu_count()} CPUs; lower it in a copy of the preset")
     if preset.budget.gpus_per_trial > 0 and not ray_address:
         import torch
 
@@ -254,6 +275,42 @@ def check_resources(preset: Preset, ray_address: str | None) -> None:
                 f"preset {preset.name!r} asks for gpus_per_trial={preset.budget.gpus_per_trial} "
                 "but this machine has no GPU; run it on a GPU machine or a Ray cluster "
                 "(--ray-address), or copy it with gpus_per_trial = 0")
+
+
+def check_cluster(plan: "Plan") -> None:
+    """On a cluster (``--ray-address``): checkpoints must go where every node writes, the
+    cluster must let this process in, and some node must be able to hold one trial; all
+    refused in seconds rather than after the first trial, or never (Ray waits for resources
+    that no node has)."""
+    settings, budget = plan.settings, plan.preset.budget
+    if settings.storage_is_default:
+        raise PlanError(
+            f"--ray-address {settings.ray_address} runs trials on other machines, which cannot "
+            f"write checkpoints to this machine's {settings.tune_root}; pass --storage with a "
+            "folder every node mounts (e.g. /mnt/shared/rnnbench) or a bucket (s3://bucket/rnnbench)")
+    from flows.sweep import RayAuthError, cluster_nodes, start_ray
+
+    try:
+        start_ray(settings, plan.packages())
+    except RayAuthError as exc:
+        raise ServiceUnavailable(str(exc)) from None
+    except ConnectionError as exc:
+        raise ServiceUnavailable(f"cannot join the Ray cluster at {settings.ray_address} ({exc}); "
+                                 "is `ray start --head` running there?") from None
+    nodes = cluster_nodes()
+    wanted = {"CPU": budget.cpus_per_trial, "GPU": budget.gpus_per_trial}
+    for resource, amount in wanted.items():
+        most = max((n.get(resource, 0.0) for n in nodes), default=0.0)
+        if amount > 0 and amount > most:
+            raise PlanError(
+                f"preset {plan.preset.name!r} asks for {resource.lower()}s_per_trial={amount:g}, but "
+                f"the largest node of the Ray cluster at {settings.ray_address} has {most:g} "
+                f"(nodes and autoscaling node types: {', '.join(_node_text(n) for n in nodes) or 'none'}); "
+                f"lower {resource.lower()}s_per_trial in a copy of the preset or add such a node")
+
+
+def _node_text(resources: dict[str, float]) -> str:
+    return f"{resources.get('CPU', 0):g} CPU/{resources.get('GPU', 0):g} GPU"
 
 
 def check_services(settings: Settings, timeout_s: float = 5.0) -> None:
@@ -337,12 +394,14 @@ def make_plan(settings: Settings, preset: str | None = "quick", preset_path: str
             able = [v for v in valid_variants if not variants.resolve(v, custom).incompatibility(task)]
             raise PlanError(f"no selected variant can train on {dataset!r} ({task.name}); "
                             f"choose from {', '.join(able)}")
+    plan = Plan(preset=p, settings=settings, datasets=ds, variants=vs, pairs=pairs, skipped=skipped,
+                dataset_tasks=dataset_tasks, modalities={d: specs[d].modality for d in ds})
     if check_machine:
         check_resources(p, settings.ray_address)
         check_services(settings)
-    return Plan(preset=p, settings=settings, datasets=ds, variants=vs, pairs=pairs, skipped=skipped,
-                dataset_tasks=dataset_tasks,
-                modalities={d: specs[d].modality for d in ds})
+        if settings.ray_address:
+            check_cluster(plan)
+    return plan
 
 
 def search_space(space: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,24 +15,26 @@ _display: "Display | None" = None
 
 
 class Display:
+    """One bar for the benchmark and one per running sweep (sweeps may run side by side, each
+    in its own thread: rich's Progress is thread-safe)."""
+
     def __init__(self, progress: Progress, total_sweeps: int):
         self.progress = progress
         self.overall = progress.add_task("sweeps", total=total_sweeps)
-        self.current: int | None = None
+        self.sweeps: dict[str, int] = {}
 
-    def start_sweep(self, label: str, total_epochs: int) -> None:
-        if self.current is not None:
-            self.progress.remove_task(self.current)
-        self.current = self.progress.add_task(label, total=total_epochs)
+    def start_sweep(self, key: str, label: str, total_epochs: int) -> None:
+        if key in self.sweeps:
+            self.progress.remove_task(self.sweeps.pop(key))
+        self.sweeps[key] = self.progress.add_task(label, total=total_epochs)
 
-    def update_sweep(self, completed: int, description: str) -> None:
-        if self.current is not None:
-            self.progress.update(self.current, completed=completed, description=description)
+    def update_sweep(self, key: str, completed: int, description: str) -> None:
+        if key in self.sweeps:
+            self.progress.update(self.sweeps[key], completed=completed, description=description)
 
-    def end_sweep(self, summary: str) -> None:
-        if self.current is not None:
-            self.progress.remove_task(self.current)
-            self.current = None
+    def end_sweep(self, key: str, summary: str) -> None:
+        if key in self.sweeps:
+            self.progress.remove_task(self.sweeps.pop(key))
         self.progress.console.print(summary)
         self.progress.advance(self.overall)
 
@@ -64,8 +66,8 @@ class TrialProgress(Callback):
     Holds no display itself: Tune pickles its callbacks with the experiment state.
     """
 
-    def __init__(self, label: str, metric: str, mode: str, max_epochs: int):
-        self.label, self.metric, self.mode, self.max_epochs = label, metric, mode, max_epochs
+    def __init__(self, key: str, label: str, metric: str, mode: str, max_epochs: int):
+        self.key, self.label, self.metric, self.mode, self.max_epochs = key, label, metric, mode, max_epochs
 
     def _refresh(self, trials) -> None:
         shown = current()
@@ -80,7 +82,7 @@ class TrialProgress(Callback):
             if value is not None and (best is None or (value > best if self.mode == "max" else value < best)):
                 best = value
         best_text = f"  best {self.metric} {best:.3f}" if best is not None else ""
-        shown.update_sweep(done, f"{self.label}  trials {len(trials)}{best_text}")
+        shown.update_sweep(self.key, done, f"{self.label}  trials {len(trials)}{best_text}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._refresh(trials)

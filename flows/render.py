@@ -47,6 +47,11 @@ def results(result: dict[str, Any], settings) -> None:
     console.print(f"Leaderboards (CSV, Markdown): [bold]{result['reports']}[/]", soft_wrap=True)
     console.print(f"MLflow experiment [bold]{settings.experiment}[/], benchmark run "
                   f"[bold]{result['run_id']}[/]")
+    if settings.tracking_uri.startswith(("http://", "https://")):  # a server: its own UI
+        base = settings.tracking_uri.rstrip("/")
+        console.print(f"MLflow UI: {base}/#/experiments/{result['experiment_id']}/runs/{result['run_id']}",
+                      soft_wrap=True)
+        return
     venv_bin = Path(sys.executable).parent
     console.print("Open both UIs on these results (Ctrl-C stops them):")
     console.print(f"  {venv_bin / 'rnnbench'} ui", soft_wrap=True)

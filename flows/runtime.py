@@ -20,9 +20,9 @@ EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a service the run needs does not answer
 EXIT_INTERRUPTED = 130
 
 
-def setup(tracking_uri=None, experiment=None, ray_address=None) -> Settings:
+def setup(tracking_uri=None, experiment=None, ray_address=None, storage=None) -> Settings:
     signal.signal(signal.SIGTERM, stop_like_ctrl_c)
-    settings = load_settings(tracking_uri, experiment, ray_address)
+    settings = load_settings(tracking_uri, experiment, ray_address, storage=storage)
     apply_environment(settings)
     os.environ["RNNBENCH_TRIGGER"] = "cli"
     from flows.quiet import silence

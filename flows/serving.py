@@ -47,7 +47,7 @@ def sample_text(module, vocab: list[str], prompt: str = "ROMEO.\n", length: int 
     return "".join(vocab[i] for i in ids)
 
 
-def _package_dir(module_name: str) -> Path | None:
+def package_dir(module_name: str) -> Path | None:
     """The folder (or single file) of the top-level package a module belongs to."""
     spec = importlib.util.find_spec(module_name.split(".")[0])
     if spec is None or spec.origin is None:
@@ -79,7 +79,7 @@ def code_paths(variant: Variant, task: Task, out: Path) -> list[str]:
     outside = {None if variant.builtin else variant.module, type(variant).__module__, tasks.module_of(task)}
     for module_name in outside:
         if module_name and module_name.split(".")[0] != "modules":
-            found = _package_dir(module_name)
+            found = package_dir(module_name)
             if found is not None:
                 paths.add(found)
     return sorted(str(p) for p in paths)

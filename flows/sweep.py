@@ -3,16 +3,25 @@
 A sweep run holds the best trial's configuration, its validation and test scores, the model
 (see flows.serving) and the sweep's compute time; its trials are nested runs below it. A sweep
 is identified by its key (dataset, variant, seed) under its benchmark run, and its Tune state
-lives under that benchmark run's id, so only that run can resume it.
+lives under that benchmark run's id in the storage location (a local folder, a folder every
+node of a cluster mounts, or an ``s3://``/``gs://`` URI), so only that run can resume it.
+
+Nothing a trial needs comes from the driver's disk: the code travels in Ray's runtime
+environment, the prepared arrays through the object store (``tune.with_parameters``), and
+checkpoints go to the storage location. Several sweeps may run at once, each in its own thread
+with its own Tune experiment and its own trainable (Tune registers trainables by name).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 import signal
+import sys
 import tempfile
 import threading
+import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +33,8 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from flows import progress, tracking
+from flows import progress, storage, tracking
+from flows.tune_threads import forget_interrupt, this_sweep_interrupted
 from flows.plan import Budget, search_space
 from flows.quiet import silence
 from flows.settings import Settings
@@ -35,6 +45,21 @@ from modules.tasks import Task
 from modules.variants import Variant
 
 SWEEP_KEY = "rnnbench.sweep"
+# Packages every Ray worker imports; shipped to a cluster's nodes in the runtime environment.
+PROJECT_PACKAGES = ("flows", "modules", "datamodules")
+# Credentials the trials' MLflow client needs, forwarded from the driver's environment when set
+# (see README "Secrets": a runtime environment's variables are visible through Ray's state API).
+FORWARDED_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                 "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "GOOGLE_APPLICATION_CREDENTIALS")
+# MLflow's client retries a failing request for minutes by default; a trial's logging gives up
+# sooner (metrics missed while the server is away are backfilled from Tune's results)
+WORKER_ENV = {"PYTHONWARNINGS": "ignore", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+              # a trial that asked for no GPU must not see the node's GPUs (Ray 2.60 no longer
+              # hides them by default)
+              "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1"}
 
 
 @dataclass
@@ -49,6 +74,7 @@ class SweepRequest:
     experiment_id: str
     parent_run_id: str  # the benchmark run: the sweep's Tune state belongs to it
     tags: dict[str, str] = field(default_factory=dict)
+    packages: tuple[str, ...] = ()  # a user's variant and task packages, shipped to a cluster
 
     @property
     def key(self) -> str:
@@ -56,9 +82,24 @@ class SweepRequest:
         return f"{self.dataset}/{self.variant.name}/seed{self.budget.seed}"
 
     @property
-    def tune_path(self) -> Path:
-        return (self.settings.tune_root / self.parent_run_id
-                / f"{self.dataset}__{self.variant.name}__seed{self.budget.seed}")
+    def tune_name(self) -> str:
+        return f"{self.dataset}__{self.variant.name}__seed{self.budget.seed}"
+
+    @property
+    def tune_parent(self) -> str:
+        """Where this benchmark run's Tune experiments live (a folder or a URI)."""
+        return f"{self.settings.tune_root.rstrip('/')}/{self.parent_run_id}"
+
+    @property
+    def tune_path(self) -> str:
+        return f"{self.tune_parent}/{self.tune_name}"
+
+    @property
+    def trainable_name(self) -> str:
+        """Unique to this sweep and stable across resumes: Tune registers trainables by name,
+        and sweeps running side by side in one driver must not share one."""
+        digest = hashlib.sha256(f"{self.parent_run_id}/{self.key}".encode()).hexdigest()[:12]
+        return f"rnnbench_trial_{digest}"
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -69,8 +110,53 @@ class SweepInterrupted(KeyboardInterrupt):
         self.grid = grid
 
 
-def start_ray(settings: Settings) -> None:
-    """Start (or join, with --ray-address) Ray once per process, quietly."""
+def runtime_env(settings: Settings, packages: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What every Ray worker gets: the setup hook, quiet settings, forwarded credentials and,
+    on a cluster, the code: rnnbench's packages and those of a user's variants and tasks
+    (``packages``), uploaded by Ray and unpacked on each node (``py_modules``, not a
+    ``working_dir``, which would change the workers' folder and upload .git and caches)."""
+    env = {**WORKER_ENV, **{k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}}
+    if not settings.ray_address:  # the local instance runs without auth (see apply_environment)
+        env["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
+    out: dict[str, Any] = {"worker_process_setup_hook": "flows.quiet.worker_setup", "env_vars": env}
+    if settings.ray_address:
+        from flows.serving import package_dir
+
+        shipped = []
+        for name in dict.fromkeys((*PROJECT_PACKAGES, *packages)):
+            path = package_dir(name)
+            if path is None:
+                raise RuntimeError(f"cannot find the package {name!r} to ship to the cluster's workers")
+            if "site-packages" not in path.parts:  # an installed package is the node's to have
+                shipped.append(str(path))
+        out["py_modules"] = shipped
+        out["excludes"] = ["__pycache__", "*.pyc"]
+    return out
+
+
+class RayAuthError(ConnectionError):
+    """The cluster uses token authentication and this process's token is missing or wrong."""
+
+
+@contextmanager
+def _native_stderr_captured():
+    """Ray's C++ client writes a warning a second to file descriptor 2 while it retries a
+    connection (for about 20 s when the token is refused): kept out of the terminal, and
+    readable afterwards to tell why the connection failed."""
+    with tempfile.TemporaryFile(mode="w+") as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield sink
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def start_ray(settings: Settings, packages: tuple[str, ...] = ()) -> None:
+    """Start (or join, with --ray-address) Ray once per process, quietly. ``packages``: the
+    top-level packages of a user's variants and tasks, shipped to a cluster's workers."""
     if ray.is_initialized():
         return
     silence()
@@ -78,17 +164,41 @@ def start_ray(settings: Settings) -> None:
     # so Tune saves its state and runs end KILLED) must stay in place
     main = threading.current_thread() is threading.main_thread()
     on_sigterm = signal.getsignal(signal.SIGTERM) if main else None
-    ray.init(
-        address=settings.ray_address, include_dashboard=False, log_to_driver=False,
-        logging_level="ERROR", configure_logging=True,
-        runtime_env={"worker_process_setup_hook": "flows.quiet.worker_setup",
-                     # a cluster keeps its own auth settings; the local instance runs without
-                     "env_vars": {"PYTHONWARNINGS": "ignore",
-                                  **({} if settings.ray_address else
-                                     {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")})}},
-    )
+    # without --ray-address, always a new local instance: Ray's default would join any cluster
+    # that `ray start` left running on this machine
+    with _native_stderr_captured() as captured:
+        try:
+            ray.init(address=settings.ray_address or "local", include_dashboard=False,
+                     log_to_driver=False, logging_level="ERROR", configure_logging=True,
+                     runtime_env=runtime_env(settings, packages))
+        except ConnectionError as exc:
+            captured.seek(0)
+            if "InvalidAuthToken" in captured.read():
+                raise RayAuthError(
+                    f"the Ray cluster at {settings.ray_address} refused this process's token: "
+                    + ("it is wrong" if os.environ.get("RAY_AUTH_MODE") == "token" else "none was given")
+                    + "; set RAY_AUTH_TOKEN_PATH (or RAY_AUTH_TOKEN) to the token its nodes were "
+                    "started with") from None
+            raise
     if main and callable(on_sigterm):
         signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def cluster_nodes() -> list[dict[str, float]]:
+    """The resources of each live node of the Ray instance this process joined."""
+    return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+
+
+def sweep_slots(budget: Budget) -> int:
+    """How many sweeps to run side by side when the preset does not say: enough to fill every
+    trial slot of the instance (CPUs, or GPUs for GPU trials), plus one, so that a sweep's
+    start-up and the slots ASHA frees are used by another sweep's trials."""
+    if budget.max_concurrent_sweeps:
+        return budget.max_concurrent_sweeps
+    total = ray.cluster_resources()
+    per_trial = ("GPU", budget.gpus_per_trial) if budget.gpus_per_trial > 0 else ("CPU", budget.cpus_per_trial)
+    trials = int(total.get(per_trial[0], 0.0) // per_trial[1])
+    return max(1, -(-trials // budget.max_concurrent_trials)) + 1
 
 
 def stop_ray() -> None:
@@ -99,14 +209,17 @@ def stop_ray() -> None:
 def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: dict[str, str]) -> tune.Tuner:
     b = req.budget
     metric, mode = f"val/{req.task.monitor}", req.task.mode
+    def trial(config, dataset, variant, task):
+        return train_trial(config, dataset, variant, task)
+
+    trial.__name__ = trial.__qualname__ = req.trainable_name  # see SweepRequest.trainable_name
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, dataset=dataset, variant=req.variant, task=req.task),
+        tune.with_parameters(trial, dataset=dataset, variant=req.variant, task=req.task),
         {"cpu": b.cpus_per_trial, "gpu": b.gpus_per_trial})
     path = req.tune_path
-    if tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable, resume_errored=True)
-    if path.exists():  # interrupted before Tune saved any state: nothing to resume
-        shutil.rmtree(path)
+    if tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable, resume_errored=True)
+    storage.delete(path)  # interrupted before Tune saved any state: nothing to resume
     context = {
         "seed": b.seed, "max_epochs": b.max_epochs, "tracking_uri": req.settings.tracking_uri,
         "experiment_id": req.experiment_id, "parent_run_id": sweep_run_id, "tags": tags,
@@ -127,9 +240,9 @@ def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: di
             search_alg=BasicVariantGenerator(random_state=b.seed, max_concurrent=b.max_concurrent_trials),
         ),
         run_config=RunConfig(
-            name=path.name, storage_path=str(path.parent), verbose=0,
-            callbacks=[progress.TrialProgress(f"{req.dataset} · {req.variant.name}", metric, mode,
-                                              b.max_epochs)],
+            name=req.tune_name, storage_path=req.tune_parent, verbose=0,
+            callbacks=[progress.TrialProgress(req.key, f"{req.dataset} · {req.variant.name}", metric,
+                                              mode, b.max_epochs)],
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric,
                                                checkpoint_score_order=mode),
             failure_config=FailureConfig(max_failures=1),
@@ -138,26 +251,26 @@ def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: di
 
 
 def _fit(tuner: tune.Tuner):
-    """``tuner.fit()``, raising SweepInterrupted when Ctrl-C or SIGTERM stopped it.
+    """``tuner.fit()``, raising SweepInterrupted when Ctrl-C, SIGTERM or ``interrupt_sweeps``
+    stopped it.
 
-    In the main thread Tune installs its own SIGINT handler for the duration of the sweep: the
-    first signal makes it stop the trials and save the experiment's state (what a resume starts
-    from), then it puts the previous handler back and ``fit`` returns normally, every trial
-    marked TERMINATED. So a handler that is back to the previous one tells the sweep was
-    interrupted; Tune's own handler still in place (it never uninstalls it) tells it was not.
+    Tune's loop ends when its interrupt event is set: in the main thread by its own SIGINT
+    handler, installed for the sweep (it saves the experiment's state, what a resume starts
+    from, and ``fit`` returns normally with every trial marked TERMINATED); in any thread by
+    ``interrupt_sweeps``. The event tells the two endings apart.
     """
     before = signal.getsignal(signal.SIGINT)
-    watching = threading.current_thread() is threading.main_thread()
-    if watching:  # SIGTERM too (Prefect's own handler would abort the loop without a save)
+    main = threading.current_thread() is threading.main_thread()
+    if main:  # SIGTERM too (Prefect's own handler would abort the loop without a save)
         on_sigterm = signal.signal(signal.SIGTERM, stop_like_ctrl_c)
+    forget_interrupt()
     try:
         grid = tuner.fit()
     finally:
-        after = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, before)  # later Ctrl-C must raise KeyboardInterrupt again
-        if watching:
+        if main:  # Tune never uninstalls its handler; later Ctrl-C must raise KeyboardInterrupt
+            signal.signal(signal.SIGINT, before)
             signal.signal(signal.SIGTERM, on_sigterm)
-    if watching and after is before:
+    if this_sweep_interrupted():
         raise SweepInterrupted(grid)
     return grid
 
@@ -179,7 +292,7 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
     label = f"{req.dataset:<16} {req.variant.name:<12}"
     if previous is not None and previous.info.status == "FINISHED":
         if shown is not None:
-            shown.end_sweep(f"  [green]✓[/] {label} finished earlier, kept")
+            shown.end_sweep(req.key, f"  [green]✓[/] {label} finished earlier, kept")
         return summary_from_run(previous)
     if previous is not None:
         sweep_run_id = previous.info.run_id
@@ -193,10 +306,11 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
         tracking.dataset_input(uri, sweep_run_id, dataset.manifest)
 
     if shown is not None:
-        shown.start_sweep(f"{req.dataset} · {req.variant.name}", req.budget.num_samples * req.budget.max_epochs)
+        shown.start_sweep(req.key, f"{req.dataset} · {req.variant.name}",
+                          req.budget.num_samples * req.budget.max_epochs)
     status = "FAILED"
     try:
-        start_ray(req.settings)
+        start_ray(req.settings, req.packages)
         tuner = _tuner(req, dataset, sweep_run_id, tags)
         grid = _fit(tuner)
         _record_verdicts(req, sweep_run_id, grid)
@@ -233,7 +347,7 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
                    **metrics, "best": hparams}
         if shown is not None:
             score = test_metrics.get(f"test/{name}")
-            shown.end_sweep(f"  [green]✓[/] {label} val/{name} {best_val:.3f}  test/{name} {score:.3f}")
+            shown.end_sweep(req.key, f"  [green]✓[/] {label} val/{name} {best_val:.3f}  test/{name} {score:.3f}")
         return summary
     except (KeyboardInterrupt, TerminationSignal) as exc:
         status = "KILLED"
@@ -242,8 +356,9 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
         raise
     except BaseException as exc:
         tracking.set_tags(uri, sweep_run_id, {"rnnbench.error": f"{type(exc).__name__}: {exc}"[:4000]})
+        tracking.log_text(uri, sweep_run_id, traceback.format_exc(), "error.txt")
         if shown is not None:
-            shown.end_sweep(f"  [red]✗[/] {label} failed: {type(exc).__name__}: {str(exc)[:200]}")
+            shown.end_sweep(req.key, f"  [red]✗[/] {label} failed: {type(exc).__name__}: {str(exc)[:200]}")
         raise
     finally:
         tracking.close_descendants(uri, req.experiment_id, sweep_run_id, status)

@@ -219,5 +219,12 @@ def dataset_input(tracking_uri: str, run_id: str, manifest: dict) -> None:
         source=json.dumps({"cache_key": manifest["cache_key"]}),
         profile=json.dumps(manifest["splits"]), schema=json.dumps({"task": manifest["task"]}),
     )
-    client(tracking_uri).log_inputs(
-        run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])])
+    inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])]
+    try:
+        client(tracking_uri).log_inputs(run_id, datasets=inputs)
+    except Exception as exc:
+        # runs logging the same new dataset at once (sweeps side by side, concurrent trials)
+        # race to insert it; the loser finds it there on a second try
+        if "UNIQUE" not in str(exc) and "IntegrityError" not in str(exc) and "already exists" not in str(exc):
+            raise
+        client(tracking_uri).log_inputs(run_id, datasets=inputs)

@@ -53,13 +53,14 @@ def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
 def where_it_runs(accelerator: str) -> dict[str, str]:
     """The node and device a trial trains on, as MLflow tags."""
     import ray
+    import ray.util
     import torch
 
     device = "cpu"
     if accelerator == "gpu" and torch.cuda.is_available():
         device = torch.cuda.get_device_name(torch.cuda.current_device())
-    return {"rnnbench.host": platform.node(), "rnnbench.node_id": ray.get_runtime_context().get_node_id(),
-            "rnnbench.device": device}
+    return {"rnnbench.host": platform.node(), "rnnbench.node_ip": ray.util.get_node_ip_address(),
+            "rnnbench.node_id": ray.get_runtime_context().get_node_id(), "rnnbench.device": device}
 
 
 def train_trial(config: dict[str, Any], dataset: PreparedData, variant: Variant, task: Task) -> None:

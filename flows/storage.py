@@ -1,0 +1,42 @@
+"""Tune's storage location, a local folder or any URI pyarrow's filesystems accept (``s3://``,
+``gs://``, a folder every node mounts): the few operations rnnbench does on it itself, through
+the same filesystem layer Ray uses, so a URI works wherever a folder does."""
+
+from __future__ import annotations
+
+import pyarrow.fs
+
+
+def resolve(location: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    """The filesystem and the path within it."""
+    if "://" not in location:
+        return pyarrow.fs.LocalFileSystem(), location
+    return pyarrow.fs.FileSystem.from_uri(location)
+
+
+def exists(location: str) -> bool:
+    fs, path = resolve(location)
+    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def delete(location: str) -> None:
+    """Remove a folder and everything in it; nothing happens when it is not there."""
+    fs, path = resolve(location)
+    if fs.get_file_info(path).type == pyarrow.fs.FileType.Directory:
+        fs.delete_dir(path)
+
+
+def listing(location: str) -> list[str]:
+    """Every file below ``location``, as paths relative to it."""
+    fs, path = resolve(location)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+        return []
+    found = fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=True))
+    return sorted(info.path[len(path.rstrip("/")) + 1:] for info in found
+                  if info.type == pyarrow.fs.FileType.File)
+
+
+def read_bytes(location: str) -> bytes:
+    fs, path = resolve(location)
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
