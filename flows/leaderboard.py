@@ -50,6 +50,9 @@ def build(tracking_uri: str, experiment_id: str, benchmark_run_id: str) -> dict[
                         "trials": int(m.get("trials", 0)), "note": None,
                         "best hyperparameters": _compact(best), "run_id": run.info.run_id,
                         "val/loss": m.get("val/loss")})
+            lost = int(m.get("trials_failed", 0))
+            if lost and run.info.status != "FAILED":  # fewer trials than its budget
+                row["note"] = (f"{lost} of {row['trials']} trials failed: not an equal comparison")
             if run.info.status == "FAILED":
                 row["note"] = "failed: " + run.data.tags.get("rnnbench.error", "see the sweep run")[:200]
                 failed.append(row)
@@ -67,7 +70,8 @@ def build(tracking_uri: str, experiment_id: str, benchmark_run_id: str) -> dict[
         if base[metric] is not None:
             for row in rows:
                 if row[metric] is None or not task.better(row[metric], base[metric]):
-                    row["note"] = f"does not beat {base_name[1:-1]} on validation"
+                    loses = f"does not beat {base_name[1:-1]} on validation"
+                    row["note"] = f"{row['note']}; {loses}" if row["note"] else loses
         board = pd.DataFrame([*rows, *failed, base]).drop(columns=["val/loss"])
         unequal = [f"Not equal: {note}." for note in bench.data.tags.get(UNEQUAL, "").split("; ")
                    if note and note.split(" ", 1)[0] in {r["variant"] for r in rows}]
@@ -88,7 +92,7 @@ def headlines(rows: list[dict], base: dict, metric: str, mode: str) -> list[str]
         if len(top) > 1:
             lines.append(f"{', '.join(top)} tie on {metric} {scored[0][metric]:.4g}: indistinguishable "
                          "on validation (ordered by validation loss).")
-    if base[metric] is not None and scored and all(r["note"] for r in scored):
+    if base[metric] is not None and scored and all("does not beat" in (r["note"] or "") for r in scored):
         lines.append(f"No variant beats {base['variant'][1:-1]} on validation: none has learned "
                      "anything this baseline does not already know.")
     return lines

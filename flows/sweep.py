@@ -226,6 +226,7 @@ def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: di
         "threads": max(1, int(b.cpus_per_trial)), "deterministic": b.deterministic,
         # a trial that asked for no GPU trains on the CPU, even on a node that has one
         "accelerator": "gpu" if b.gpus_per_trial > 0 else "cpu",
+        "precision": b.precision,
     }
     return tune.Tuner(
         trainable,

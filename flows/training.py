@@ -48,6 +48,21 @@ class PreparedData:
         return facts
 
 
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or infinite: the trial fails, with where it happened."""
+
+
+class FailOnNonFiniteLoss(pl.Callback):
+    """Stop a trial whose loss is no longer finite, as a failure with the reason: training on
+    would only produce NaN weights, reported as if they were a result."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLoss(f"the training loss became {float(loss.detach().float().mean())} "
+                                f"at epoch {trainer.current_epoch}, batch {batch_idx}")
+
+
 @dataclass
 class FitResult:
     module: SequenceModule
@@ -90,7 +105,8 @@ def fit(hparams: Mapping[str, Any], dataset: PreparedData, variant: Variant, tas
     module = build_module(variant, task, hparams, data)
     datamodule = SequenceDataModule(splits=dataset.splits, batch_size=int(hparams["batch_size"]),
                                     seed=int(seed))
-    trainer = make_trainer(max_epochs, float(hparams.get("grad_clip", 0.0)), callbacks, logger,
+    trainer = make_trainer(max_epochs, float(hparams.get("grad_clip", 0.0)),
+                           [FailOnNonFiniteLoss(), *callbacks], logger,
                            accelerator=accelerator, deterministic=deterministic, precision=precision,
                            **dict(trainer_kwargs or {}))
     trainer.fit(module, datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)

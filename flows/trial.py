@@ -63,15 +63,28 @@ def where_it_runs(accelerator: str) -> dict[str, str]:
             "rnnbench.node_id": ray.get_runtime_context().get_node_id(), "rnnbench.device": device}
 
 
+def precision_for(wanted: str, accelerator: str) -> str:
+    """bf16 mixed precision where the trial's GPU supports it; full precision anywhere else
+    (on a CPU it is slower for these models, not faster)."""
+    import torch
+
+    if wanted == "bf16-mixed" and accelerator == "gpu" and torch.cuda.is_available() \
+            and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32"
+
+
 def train_trial(config: dict[str, Any], dataset: PreparedData, variant: Variant, task: Task) -> None:
     silence()
     ctx = config[CONTEXT_KEY]
     hp = hyperparameters(config)
     trial_id = tune.get_context().get_trial_id()
     uri = ctx["tracking_uri"]
+    precision = precision_for(ctx.get("precision", "32"), ctx["accelerator"])
     run_id = tracking.open_trial_run(
         uri, ctx["experiment_id"], ctx["parent_run_id"], trial_id,
-        name=f"{variant.name}-{trial_id}", tags={**ctx["tags"], **where_it_runs(ctx["accelerator"])})
+        name=f"{variant.name}-{trial_id}",
+        tags={**ctx["tags"], **where_it_runs(ctx["accelerator"]), "rnnbench.precision": precision})
     tracking.dataset_input(uri, run_id, dataset.manifest)  # every training run names its data version
     logger = TrialLogger(tracking_uri=uri, run_id=run_id)
     report = TuneReportCheckpointCallback(metrics=task.report_metrics, filename=CHECKPOINT_FILE,
@@ -81,7 +94,7 @@ def train_trial(config: dict[str, Any], dataset: PreparedData, variant: Variant,
         with (checkpoint.as_directory() if checkpoint is not None else nullcontext()) as ckpt_dir:
             fit(hp, dataset, variant, task, max_epochs=ctx["max_epochs"], seed=ctx["seed"],
                 callbacks=[LogParams(uri, run_id, task.resolved(hp)), report], logger=logger,
-                threads=ctx["threads"], accelerator=ctx["accelerator"],
+                threads=ctx["threads"], accelerator=ctx["accelerator"], precision=precision,
                 deterministic=ctx["deterministic"],
                 ckpt_path=os.path.join(ckpt_dir, CHECKPOINT_FILE) if ckpt_dir else None)
     except SystemExit:
