@@ -248,15 +248,6 @@ DATASETS: dict[str, DatasetSpec] = {
                       "test_fraction": 0.15},
         ),
         DatasetSpec(
-            name="store-sales", modality="timeseries", task="forecasting",
-            description="many series: 24 shops' daily sales (scales 1 to 1000, generated from a "
-                        "seed), next week from four, one global model",
-            folder="", files=(),
-            build=_build_store_sales,
-            defaults={"seed": 17, "stores": 24, "days": 210, "window": 28, "horizon": 7,
-                      "season": 7, "val_fraction": 0.15, "test_fraction": 0.15, "calendar": ""},
-        ),
-        DatasetSpec(
             name="seq-mnist", modality="image", task="classification",
             description="5,000 MNIST digits read row by row: 28 steps x 28 pixels, 10 classes",
             folder="seq_mnist",
@@ -297,6 +288,15 @@ DATASETS: dict[str, DatasetSpec] = {
             build=_build_shakespeare_char,
             defaults={"seq_len": 128, "max_chars": 2_000_000, "val_fraction": 0.05,
                       "test_fraction": 0.05},
+        ),
+        DatasetSpec(
+            name="store-sales", modality="timeseries", task="forecasting",
+            description="many series: 24 shops' daily sales (scales 1 to 1000, generated from a "
+                        "seed), next week from four, one global model",
+            folder="", files=(),
+            build=_build_store_sales,
+            defaults={"seed": 17, "stores": 24, "days": 210, "window": 28, "horizon": 7,
+                      "season": 7, "val_fraction": 0.15, "test_fraction": 0.15, "calendar": ""},
         ),
     )
 }
