@@ -221,7 +221,14 @@ def test_many_series_run_end_to_end_with_per_series_scores_and_a_served_model(
     raw = pd.read_csv(tmp_path / "shops.csv").sort_values("date")
     windows = {s: raw[raw["store"] == s]["sales"].iloc[-28:].tolist() for s in ("store-00", "store-19")}
     request = pd.DataFrame({"series": list(windows), "sequence": list(windows.values())})
-    script = ("import io, sys, mlflow, pandas as pd; mlflow.set_tracking_uri(sys.argv[1]); "
+    # away from every checkout (the repository's and an editable install's): the model brings
+    # its own code, and the check proves it
+    script = ("import io, os, sys; sys.path = [p for p in sys.path if p not in ('', '.') and not "
+              "os.path.isfile(os.path.join(p, 'modules', 'tasks.py'))]\n"
+              "for name in ('modules', 'datamodules', 'flows'):\n"
+              "    try:\n        __import__(name); raise SystemExit(name + ' is importable')\n"
+              "    except ImportError:\n        pass\n"
+              "import mlflow, pandas as pd; mlflow.set_tracking_uri(sys.argv[1]); "
               "m = mlflow.pyfunc.load_model(sys.argv[2]); "
               "print(m.predict(pd.read_json(io.StringIO(sys.argv[3]), orient='records')).to_json(orient='records'))")
     fresh_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
