@@ -171,10 +171,13 @@ def _frequency(times: pd.DatetimeIndex, where: str, col: str) -> str:
     diffs = times[1:] - times[:-1]
     step = pd.Series(diffs).mode().iloc[0]
     first = int(np.flatnonzero(diffs != step)[0])
-    try:
-        hint = pd.tseries.frequencies.to_offset(step).freqstr
-    except ValueError:
-        hint = "1h"
+    if step % pd.Timedelta(days=1) == pd.Timedelta(0):
+        hint = f"{step.days}D"  # "1D" reads better than pandas' "24h"
+    else:
+        try:
+            hint = pd.tseries.frequencies.to_offset(step).freqstr
+        except ValueError:
+            hint = "1h"
     raise DataError(f"{where}: the time column {col!r} is not evenly spaced: {times[first]} is "
                     f"followed by {times[first + 1]} (a step of {diffs[first]}) where most steps "
                     f"are {step}; pass --resample FREQ (e.g. --resample {hint}) to resample to "
