@@ -13,7 +13,7 @@ from datamodules.artifact import Prepared, Split
 from datamodules.audio import build_spoken_digits, espeak_version
 from datamodules.errors import DataError
 from datamodules.loaders import read_labelled_text, read_series, read_ts
-from datamodules.series import series_splits
+from datamodules.series import panel_splits, series_splits
 from datamodules.specs import DatasetSpec
 from datamodules.splits import duplicate_counts, duplicate_keys, standardize, stratified_group_indices
 from datamodules.text import TOKEN_PATTERN, Tokenizer, build_vocab, language_model_splits
@@ -81,6 +81,48 @@ def _build_sunspots(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
 
 def _build_electricity(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
     return series_splits("electricity", read_series(files["taylor.txt.gz"]), p)
+
+
+def store_sales_frame(seed: int = 17, stores: int = 24, days: int = 210) -> "pd.DataFrame":
+    """Daily sales of ``stores`` shops in long format (store, date, sales), generated from
+    ``seed``: each shop has its own size (from about 1 to 1000 units a day, so scales differ by
+    1000x), weekly pattern, trend and noise; the same seed gives the same table everywhere."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range("2023-01-02", periods=days, freq="D")  # a Monday
+    t = np.arange(days)
+    frames = []
+    for i in range(stores):
+        size = 10 ** (3 * i / max(stores - 1, 1))
+        weekly = rng.normal(0, 0.25, 7)
+        weekly[5:] += rng.uniform(0.2, 0.6)  # busier weekends
+        trend = rng.uniform(-0.3, 0.6) * t / days
+        level = 1 + weekly[dates.dayofweek] + trend + rng.normal(0, 0.08, days)
+        frames.append(pd.DataFrame({"store": f"store-{i:02d}", "date": dates,
+                                    "sales": np.round(size * np.clip(level, 0.05, None), 3)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _build_store_sales(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    from datamodules import calendar
+
+    frame = store_sales_frame(p["seed"], p["stores"], p["days"])
+    features = calendar.parse(p["calendar"])
+    series = []
+    for store, part in frame.groupby("store", sort=True):
+        values = part[["sales"]].to_numpy(np.float64)
+        if features:
+            values = np.concatenate([values, calendar.channels(part["date"], features, "D", p["horizon"])], axis=1)
+        series.append((store, values))
+    names = ["sales"] + (calendar.names(features) if features else [])
+    prepared = panel_splits("store-sales", series, p, 0, names, calendar=4 * len(features))
+    prepared.meta["freq"] = "D"
+    if features:
+        prepared.meta["calendar"] = features
+        prepared.extras["calendar"] = {"features": features, "freq": "D", "time_column": "date",
+                                       "horizon": p["horizon"]}
+    return prepared
 
 
 # ---------------------------------------------------------------- image as a sequence: seq-mnist
@@ -246,6 +288,15 @@ DATASETS: dict[str, DatasetSpec] = {
             build=_build_shakespeare_char,
             defaults={"seq_len": 128, "max_chars": 2_000_000, "val_fraction": 0.05,
                       "test_fraction": 0.05},
+        ),
+        DatasetSpec(
+            name="store-sales", modality="timeseries", task="forecasting",
+            description="many series: 24 shops' daily sales (scales 1 to 1000, generated from a "
+                        "seed), next week from four, one global model",
+            folder="", files=(),
+            build=_build_store_sales,
+            defaults={"seed": 17, "stores": 24, "days": 210, "window": 28, "horizon": 7,
+                      "season": 7, "val_fraction": 0.15, "test_fraction": 0.15, "calendar": ""},
         ),
     )
 }

@@ -13,18 +13,20 @@ import logging
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from datamodules import calendar
 from datamodules.artifact import Prepared, Split
 from datamodules.audio import AUDIO_EXTENSIONS, build_audio
 from datamodules.builtin import DATASETS
 from datamodules.errors import DataError
 from datamodules.loaders import decode_text, read_table, require_columns
-from datamodules.series import series_splits
+from datamodules.series import panel_splits, series_splits
 from datamodules.specs import DatasetSpec
 from datamodules.splits import (check_classes, duplicate_counts, duplicate_keys, labelled_splits,
                                standardize, stratified_indices)
@@ -38,7 +40,8 @@ KINDS = ("timeseries", "text", "audio", "sequences")
 _SPLIT = {"val_fraction": 0.1, "test_fraction": 0.2, "seed": 17}
 DEFAULTS: dict[str, dict[str, Any]] = {
     "timeseries": {"target": "", "time_column": "", "window": 48, "horizon": 12, "season": 1,
-                   "val_fraction": 0.15, "test_fraction": 0.15, "on_missing": "error"},
+                   "val_fraction": 0.15, "test_fraction": 0.15, "on_missing": "error",
+                   "id_column": "", "calendar": "", "resample": ""},
     "text": {"text_column": "text", "label_column": "label", "max_len": 64, "on_long": "truncate",
              "max_vocab": 20000, "min_freq": 2, "encoding": "utf-8", **_SPLIT},
     "text-lm": {"level": "char", "seq_len": 128, "max_vocab": 20000, "min_freq": 1,
@@ -88,24 +91,120 @@ def _truncation_warning(truncated: list[str], limit: int) -> list[str]:
 # ---------------------------------------------------------------- time series
 
 def build_timeseries(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
-    """A CSV/Parquet with an optional time column and numeric value columns; forecast ``target``."""
+    """A CSV/Parquet with an optional time column and numeric value columns; forecast ``target``.
+    With ``id_column``: long format, many related series (one per id) for one global model."""
     (path,) = files.values()
     frame = read_table(path)
+    time_col, id_col = p.get("time_column", ""), p.get("id_column", "")
+    features = calendar.parse(p.get("calendar", ""))
     if not p["target"]:
         raise DataError(f"{path}: name the column to forecast with --target; columns are "
                         f"{list(frame.columns)}")
-    require_columns(frame, [p["target"]] + ([p["time_column"]] if p["time_column"] else []), path)
-    if p["time_column"]:
-        times = pd.to_datetime(frame[p["time_column"]], errors="coerce")
-        if times.isna().any():
-            row = int(np.flatnonzero(times.isna())[0])
-            raise DataError(f"{path}: row {row + 2}, column {p['time_column']!r}: "
-                            f"{frame[p['time_column']].iloc[row]!r} is not a date/time")
-        dup = times.duplicated()
+    if (features or p.get("resample")) and not time_col:
+        raise DataError(f"{path}: --calendar and --resample read the time column: pass --time-column")
+    require_columns(frame, [p["target"]] + [c for c in (time_col, id_col) if c], path)
+    if id_col and frame[id_col].isna().any():
+        row = int(np.flatnonzero(frame[id_col].isna())[0])
+        raise DataError(f"{path}: row {row + 2}: column {id_col!r} (the series id) is empty")
+    groups = ([(str(k), g) for k, g in frame.groupby(id_col, sort=True)] if id_col
+              else [("", frame)])
+    notes: dict[str, list[str]] = {}
+    series, freqs = [], {}
+    for key, part in groups:
+        where = f"{path}: series {key!r}" if id_col else str(path)
+        values, columns, times, freq = _series_values(part.drop(columns=[id_col]) if id_col else part,
+                                                      where, p, notes, key)
+        if times is not None and features:
+            values = np.concatenate([values, calendar.channels(times, features, freq, p["horizon"])], axis=1)
+        series.append((key, values))
+        freqs[key] = freq
+    if time_col and not p.get("resample"):
+        known = {k: f for k, f in freqs.items() if f}
+        if len(set(known.values())) > 1:
+            (a, fa), (b, fb) = list(known.items())[0], next(
+                kv for kv in known.items() if kv[1] != next(iter(known.values())))
+            raise DataError(f"{path}: series step at different frequencies ({a!r} every {fa}, "
+                            f"{b!r} every {fb}); pass --resample FREQ to bring them to one")
+    freq = p.get("resample") or next((f for f in freqs.values() if f), "")
+    if features and not freq:
+        raise DataError(f"{path}: cannot tell the time column's frequency (too few rows); "
+                        "pass --resample FREQ")
+    cal = 4 * len(features)
+    names = columns + (calendar.names(features) if features else [])
+    target = columns.index(p["target"])
+    if id_col:
+        prepared = panel_splits(str(path), series, p, target, names, calendar=cal)
+    else:
+        prepared = series_splits(str(path), series[0][1], p, target, names, calendar=cal)
+    if features:
+        prepared.meta.update({"calendar": features, "freq": freq})
+        prepared.extras["calendar"] = {"features": features, "freq": freq,
+                                       "time_column": time_col, "horizon": p["horizon"]}
+    elif freq:
+        prepared.meta["freq"] = freq
+    for message in _summarise(notes, bool(id_col)):
+        log.warning(message)
+        prepared.warnings.append(message)
+    return prepared
+
+
+def _summarise(notes: dict[str, list[str]], many: bool) -> list[str]:
+    """One warning per kind of note, naming the first few series it concerns."""
+    out = []
+    for message, keys in notes.items():
+        if many:
+            shown = ", ".join(repr(k) for k in keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+            message = f"{message} (series {shown})"
+        out.append(message)
+    return out
+
+
+def _frequency(times: pd.DatetimeIndex, where: str, col: str) -> str:
+    """The time column's step as a pandas frequency; one clear error at the first uneven gap."""
+    if len(times) < 3:
+        return ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas 3 announces infer_freq returning an offset
+        found = pd.infer_freq(times)
+    if found is not None:
+        return getattr(found, "freqstr", found)
+    diffs = times[1:] - times[:-1]
+    step = pd.Series(diffs).mode().iloc[0]
+    first = int(np.flatnonzero(diffs != step)[0])
+    if step % pd.Timedelta(days=1) == pd.Timedelta(0):
+        hint = f"{step.days}D"  # "1D" reads better than pandas' "24h"
+    else:
+        try:
+            hint = pd.tseries.frequencies.to_offset(step).freqstr
+        except ValueError:
+            hint = "1h"
+    raise DataError(f"{where}: the time column {col!r} is not evenly spaced: {times[first]} is "
+                    f"followed by {times[first + 1]} (a step of {diffs[first]}) where most steps "
+                    f"are {step}; pass --resample FREQ (e.g. --resample {hint}) to resample to "
+                    "that frequency (values averaged within each step, empty steps treated as "
+                    "missing: see --on-missing)")
+
+
+def _series_values(frame: pd.DataFrame, where: str, p: dict[str, Any], notes: dict[str, list[str]],
+                   key: str) -> tuple[np.ndarray, list[str], pd.DatetimeIndex | None, str]:
+    """One series' checked numeric values (T, C), its column names, its times and frequency."""
+    time_col = p.get("time_column", "")
+    times, freq = None, ""
+    if time_col:
+        parsed = pd.to_datetime(frame[time_col], errors="coerce")
+        if parsed.isna().any():
+            row = int(np.flatnonzero(parsed.isna())[0])
+            raise DataError(f"{where}: row {frame.index[row] + 2}, column {time_col!r}: "
+                            f"{frame[time_col].iloc[row]!r} is not a date/time")
+        dup = parsed.duplicated()
         if dup.any():
             row = int(np.flatnonzero(dup)[0])
-            raise DataError(f"{path}: row {row + 2}: time {times.iloc[row]} appears twice")
-        frame = frame.iloc[np.argsort(times.to_numpy(), kind="stable")].drop(columns=p["time_column"])
+            raise DataError(f"{where}: row {frame.index[row] + 2}: time {parsed.iloc[row]} appears twice")
+        if not parsed.is_monotonic_increasing:
+            notes.setdefault(f"rows not in time order were sorted by {time_col!r}", []).append(key)
+        order = np.argsort(parsed.to_numpy(), kind="stable")
+        frame = frame.iloc[order].drop(columns=time_col)
+        times = pd.DatetimeIndex(parsed.to_numpy()[order])
     columns = [str(c) for c in frame.columns]
     values = np.empty((len(frame), len(columns)), dtype=np.float64)
     for j, col in enumerate(frame.columns):
@@ -114,27 +213,43 @@ def build_timeseries(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             hint = ""
-            if not p["time_column"] and pd.to_datetime(frame[col], errors="coerce").notna().all():
+            if not time_col and pd.to_datetime(frame[col], errors="coerce").notna().all():
                 hint = f"; it holds dates: pass --time-column {col}"
-            raise DataError(f"{path}: row {frame.index[row] + 2}, column {col!r}: "
+            raise DataError(f"{where}: row {frame.index[row] + 2}, column {col!r}: "
                             f"{frame[col].iloc[row]!r} is not a number{hint}")
         values[:, j] = numeric.to_numpy(np.float64)
+    rows = [f"row {i + 2}" for i in frame.index]
+    if times is not None:
+        if p.get("resample"):
+            try:
+                offset = pd.tseries.frequencies.to_offset(p["resample"])
+            except ValueError:
+                raise DataError(f"--resample {p['resample']!r} is not a pandas frequency "
+                                "(e.g. 30min, 1h, 1D, W, MS)") from None
+            resampled = pd.DataFrame(values, index=times).resample(offset).mean()
+            if len(resampled) != len(values) or not resampled.index.equals(times):
+                notes.setdefault(f"resampled to {p['resample']}", []).append(key)
+            values, times = resampled.to_numpy(np.float64), pd.DatetimeIndex(resampled.index)
+            rows = [f"time {t}" for t in times]
+            freq = offset.freqstr
+        else:
+            freq = _frequency(times, where, time_col)
     missing = ~np.isfinite(values)
     if missing.any():
         row, col = (int(i) for i in np.argwhere(missing)[0])
         what = f"{int(missing.sum())} missing, NaN or infinite value(s)"
         if p["on_missing"] == "error":
-            raise DataError(f"{path}: {what}, first at row {frame.index[row] + 2}, column "
+            raise DataError(f"{where}: {what}, first at {rows[row]}, column "
                             f"{columns[col]!r}; pass --on-missing interpolate to fill them linearly")
         filled = pd.DataFrame(np.where(missing, np.nan, values)).interpolate(
             method="linear", limit_direction="both")
         values = filled.to_numpy(np.float64)
         if not np.isfinite(values).all():
-            raise DataError(f"{path}: a column has no finite values to interpolate from")
-        prepared = series_splits(str(path), values, p, columns.index(p["target"]), columns)
-        prepared.warnings.append(f"{what} filled by linear interpolation")
-        return prepared
-    return series_splits(str(path), values, p, columns.index(p["target"]), columns)
+            raise DataError(f"{where}: a column has no finite values to interpolate from")
+        # one series: the count, as before; many: one line naming the series
+        notes.setdefault(f"{what} filled by linear interpolation" if not key
+                         else "missing values filled by linear interpolation", []).append(key)
+    return values, columns, times, freq
 
 
 # ---------------------------------------------------------------- text

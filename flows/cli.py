@@ -142,6 +142,17 @@ def prepare(
                                          rich_help_panel="Format options"),
     time_column: Optional[str] = typer.Option(None, help="timeseries: column to sort rows by",
                                               rich_help_panel="Format options"),
+    id_column: Optional[str] = typer.Option(
+        None, help="timeseries: column naming the series in a long-format file of many series "
+                   "(one global model; short series reported and skipped)",
+        rich_help_panel="Format options"),
+    calendar: Optional[str] = typer.Option(
+        None, help="timeseries: calendar inputs from the time column, any of hour,dow,month "
+                   "(sin/cos; off by default)", rich_help_panel="Format options"),
+    resample: Optional[str] = typer.Option(
+        None, help="timeseries: resample an unevenly spaced time column to this pandas "
+                   "frequency (e.g. 1h, 1D, MS), averaging within each step",
+        rich_help_panel="Format options"),
     window: Optional[int] = typer.Option(None, help="timeseries: input steps (48)",
                                          rich_help_panel="Format options"),
     horizon: Optional[int] = typer.Option(None, help="timeseries: steps to forecast (12)",
@@ -185,7 +196,8 @@ def prepare(
 
     settings = runtime.setup()
     options = {k: v for k, v in dict(
-        target=target, time_column=time_column, window=window, horizon=horizon, season=season,
+        target=target, time_column=time_column, id_column=id_column, calendar=calendar,
+        resample=resample, window=window, horizon=horizon, season=season,
         on_missing=on_missing, text_column=text_column, label_column=label_column, level=level,
         seq_len=seq_len, encoding=encoding, max_len=max_len, max_frames=max_frames,
         on_long=on_long, features=features, sample_rate=sample_rate, group_pattern=group_pattern,

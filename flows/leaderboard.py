@@ -16,6 +16,9 @@ from flows import tracking
 from modules import tasks
 
 INTEGER_COLUMNS = ("params", "trials")
+# a dataset of many series: modules.metrics.per_series_scores's aggregates (named here so the
+# leaderboard imports no torch)
+SERIES_AGGREGATES = ("series_mae", "series_mase", "beats_naive")
 UNEQUAL = "rnnbench.unequal_spaces"  # benchmark-run tag: variants whose search space differs
 
 
@@ -39,12 +42,15 @@ def build(tracking_uri: str, experiment_id: str, benchmark_run_id: str) -> dict[
     for dataset in sorted({r.data.tags["dataset"] for r in sweeps}):
         task = tasks.get(task_names[dataset])
         name = task.monitor
+        # a dataset of many series adds its per-series aggregates (own units, each series alike)
+        reported = [*task.reported, *(k for k in SERIES_AGGREGATES if any(
+            f"test/{k}" in r.data.metrics for r in sweeps if r.data.tags["dataset"] == dataset))]
         rows, failed = [], []
         for run in (r for r in sweeps if r.data.tags["dataset"] == dataset):
             m = run.data.metrics
             best = {k[5:]: v for k, v in run.data.params.items() if k.startswith("best.")}
             row = {"variant": run.data.tags["variant"], f"val/{name}": m.get(f"val/{name}")}
-            row.update({f"test/{k}": m.get(f"test/{k}") for k in task.reported})
+            row.update({f"test/{k}": m.get(f"test/{k}") for k in reported})
             row.update({"params": int(m.get("n_params", 0)),
                         "time (s)": round(m.get("train_time_s", 0.0), 1),
                         "trials": int(m.get("trials", 0)), "note": None,
@@ -66,7 +72,7 @@ def build(tracking_uri: str, experiment_id: str, benchmark_run_id: str) -> dict[
         base = {"variant": base_name,
                 metric: bench.data.metrics.get(baseline_metric_name(dataset, metric))}
         base.update({f"test/{k}": bench.data.metrics.get(baseline_metric_name(dataset, f"test/{k}"))
-                     for k in task.reported})
+                     for k in reported})
         if base[metric] is not None:
             for row in rows:
                 if row[metric] is None or not task.better(row[metric], base[metric]):

@@ -58,7 +58,7 @@ def package_dir(module_name: str) -> Path | None:
 
 # The part of ``datamodules`` a served model runs: the tokenizing and scaling code that
 # preparation used (not the readers, nor the vendored raw data).
-SERVED_DATA_CODE = ("__init__.py", "text.py", "scaling.py", "artifact.py", "errors.py")
+SERVED_DATA_CODE = ("__init__.py", "text.py", "scaling.py", "artifact.py", "errors.py", "calendar.py")
 
 
 def _served_datamodules(out: Path) -> Path:
@@ -95,7 +95,7 @@ def write_model_files(module, variant: Variant, task: Task, hparams: dict[str, A
         "hparams": task.resolved(hparams), "data": dataset.data,
         "dataset": manifest["dataset"], "content_hash": manifest["content_hash"],
     }
-    for extra in ("labels", "vocab", "scaler", "tokenizer", "channels", "featurizer"):
+    for extra in ("labels", "vocab", "scaler", "tokenizer", "channels", "featurizer", "series", "calendar"):
         if extra in dataset.extras:
             spec[extra] = dataset.extras[extra]
     out.mkdir(parents=True, exist_ok=True)

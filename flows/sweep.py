@@ -338,6 +338,11 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
         tracking.log_metrics(uri, sweep_run_id, metrics)
         tracking.log_params(uri, sweep_run_id, {f"best.{k}": v for k, v in hparams.items()})
         tracking.set_tags(uri, sweep_run_id, {"rnnbench.best_trial_id": best.metrics.get("trial_id", "")})
+        if "series" in dataset.extras:  # many series: each one's test scores, in its own units
+            from flows.training import series_report
+
+            table = series_report(module, dataset, "test", int(hparams["batch_size"]))[0]
+            tracking.log_text(uri, sweep_run_id, table.to_csv(index=False), "series_metrics.csv")
         if req.task.causal:  # one-to-many: text generated from a prompt by a language model
             sample = serving.sample_text(module, dataset.extras["vocab"], seed=req.budget.seed)
             tracking.log_text(uri, sweep_run_id, sample, "sample.txt")

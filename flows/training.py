@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -19,9 +19,12 @@ from modules.sequence import SequenceModule
 from modules.tasks import Task
 from modules.variants import Variant
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 # What the network, the task and a logged model need to know about a prepared dataset.
 DATA_KEYS = ("task", "num_classes", "horizon", "input_dim", "vocab_size", "target_channel",
-             "window", "outputs", "season", "mase_scale")
+             "window", "outputs", "season", "mase_scale", "calendar_channels")
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -125,8 +128,40 @@ def evaluate(module: SequenceModule, dataset: PreparedData, split: str = "test",
         trainer.test(module, datamodule, verbose=False)
     else:
         raise ValueError(f"split must be val or test, got {split!r}")
-    return {k: float(v) for k, v in trainer.callback_metrics.items()
-            if k.startswith(f"{split}/") and not k.endswith("_best")}
+    scores = {k: float(v) for k, v in trainer.callback_metrics.items()
+              if k.startswith(f"{split}/") and not k.endswith("_best")}
+    if "series" in dataset.extras:  # many series: scored per series in their own units too
+        scores.update({f"{split}/{k}": v for k, v in series_report(module, dataset, split)[1].items()})
+    return scores
+
+
+def series_report(module, dataset: PreparedData, split: str = "test",
+                  batch_size: int = 512) -> tuple["pd.DataFrame", dict[str, float]]:
+    """A dataset of many series: ``module``'s forecasts of one split scored per series, each in
+    its own units (a table, one row per series, named), and the aggregates."""
+    import numpy as np
+    import pandas as pd
+
+    from modules.metrics import per_series_scores
+    from modules.tasks import naive_forecast
+
+    info, data, part = dataset.extras["series"], dataset.data, dataset.splits[split]
+    target = int(data.get("target_channel", 0))
+    outs, naives = [], []
+    module.eval()
+    with torch.no_grad():
+        for i in range(0, len(part.x), batch_size):
+            x = torch.from_numpy(np.stack(part.x[i:i + batch_size]))  # windows share one length
+            lengths = torch.full((x.size(0),), x.size(1), dtype=torch.int64)
+            outs.append(module(x, lengths).numpy())
+            naives.append(naive_forecast(x, lengths, target, int(data["horizon"]),
+                                         int(data.get("season", 1))).numpy())
+    std = [s[target] for s in info["std"]]
+    rows, aggregates = per_series_scores(np.concatenate(outs), np.asarray(part.y), np.concatenate(naives),
+                                         np.asarray(part.ids)[:, 0], std, info["mase_scale"])
+    table = pd.DataFrame(rows)
+    table.insert(0, "series", [info["names"][i] for i in table.pop("series")])
+    return table, aggregates
 
 
 def score_baseline(task: Task, dataset: PreparedData) -> dict[str, float]:

@@ -72,3 +72,32 @@ class MeanAbsoluteScaledError(Metric):
 
     def compute(self) -> torch.Tensor:
         return (self.abs_err / self.count.clamp(min=1) / self.scale).float()
+
+
+def per_series_scores(forecast, target, naive, series, std, mase_scale) -> tuple[list[dict], dict]:
+    """Forecasts of many series scored per series in each one's own units, and aggregated.
+
+    ``forecast``, ``target``, ``naive``: (N, horizon) in the series' scaled units; ``series``:
+    (N,) the series index of each window; ``std``: each series' target scale; ``mase_scale``:
+    each series' in-sample seasonal naive MAE (None where it has none). Returns one row per
+    series with windows (mae, naive_mae, mase, rel_mae, beats_naive) and the aggregates: the mean
+    MAE and mean MASE over series and the share of series where the forecast's MAE is below
+    the naive forecast's on the same windows."""
+    import numpy as np
+
+    rows = []
+    for s in np.unique(series):
+        pick = series == s
+        scale = float(std[s])
+        mae = float(np.abs(forecast[pick] - target[pick]).mean()) * scale
+        naive_mae = float(np.abs(naive[pick] - target[pick]).mean()) * scale
+        denom = mase_scale[s]
+        rows.append({"series": int(s), "windows": int(pick.sum()), "mae": mae, "naive_mae": naive_mae,
+                     "mase": mae / denom if denom else float("nan"),
+                     "rel_mae": mae / naive_mae if naive_mae > 0 else float("nan"),
+                     "beats_naive": bool(mae < naive_mae)})
+    mases = [r["mase"] for r in rows if r["mase"] == r["mase"]]
+    aggregates = {"series_mae": float(np.mean([r["mae"] for r in rows])) if rows else float("nan"),
+                  "series_mase": float(np.mean(mases)) if mases else float("nan"),
+                  "beats_naive": float(np.mean([r["beats_naive"] for r in rows])) if rows else float("nan")}
+    return rows, aggregates

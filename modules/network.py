@@ -19,7 +19,10 @@ class SequenceNetwork(nn.Module):
                 y: torch.Tensor | None = None) -> torch.Tensor:
         """``y`` is there for networks that use the targets while training (teacher forcing)."""
         outputs, pooled = self.encoder(x, lengths)
-        return self.head(outputs if self.per_step else pooled)
+        features = outputs if self.per_step else pooled
+        if getattr(self.head, "reads_window", False):  # covariates known for the forecast steps
+            return self.head(features, x, lengths)
+        return self.head(features)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -15,13 +15,14 @@ class WindowNorm(nn.Module):
 
     ``affine`` adds RevIN's per-channel ``gamma``/``beta`` (Kim et al. 2022). ``eps`` is in the
     input's units: a constant window is divided by ``eps`` instead of zero, and so is a tiny
-    ``gamma`` on the way back."""
+    ``gamma`` on the way back. The last ``keep`` channels (calendar encodings, already in
+    [-1, 1] and meaningful as they are) pass through unscaled."""
 
     def __init__(self, net: nn.Module, channels: int, target: int = 0, affine: bool = False,
-                 eps: float = 1e-5):
+                 eps: float = 1e-5, keep: int = 0):
         super().__init__()
         self.net = net
-        self.target, self.affine, self.eps = int(target), bool(affine), float(eps)
+        self.target, self.affine, self.eps, self.keep = int(target), bool(affine), float(eps), int(keep)
         if self.affine:
             self.gamma = nn.Parameter(torch.ones(int(channels)))
             self.beta = nn.Parameter(torch.zeros(int(channels)))
@@ -40,6 +41,8 @@ class WindowNorm(nn.Module):
         z = (x - mean[:, None]) / std[:, None]
         if self.affine:
             z = z * self.gamma + self.beta
+        if self.keep:
+            z = torch.cat([z[..., :-self.keep], x[..., -self.keep:]], dim=-1)
         z = z * valid  # padding stays zero, as the encoders expect
         mean_t, std_t = mean[:, self.target:self.target + 1], std[:, self.target:self.target + 1]
         if y is not None:  # a network that reads the targets (teacher forcing) reads them scaled alike

@@ -241,7 +241,17 @@ class Forecasting(Task):
 
         # inside the network, so RevIN's parameters are in the weights a logged model saves
         return WindowNorm(net, channels=int(data.get("input_dim", 1)) or 1,
-                          target=int(data.get("target_channel", 0)), affine=norm == "revin")
+                          target=int(data.get("target_channel", 0)), affine=norm == "revin",
+                          keep=int(data.get("calendar_channels", 0)))
+
+    def head(self, in_dim, data, dropout):
+        calendar = int(data.get("calendar_channels", 0))
+        if not calendar:
+            return super().head(in_dim, data, dropout)
+        from modules.heads import FutureCovariateHead
+
+        # the second half of the calendar channels holds each step's calendar a horizon ahead
+        return FutureCovariateHead(in_dim, int(data["horizon"]), calendar // 2, dropout)
 
     def output_size(self, data):
         return int(data["horizon"])
