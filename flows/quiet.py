@@ -49,6 +49,19 @@ class _SnapshotRace(logging.Filter):
 _SNAPSHOT_LOGGER = "ray.tune.execution.experiment_state"
 
 
+class _TrialFailures(logging.Filter):
+    """A failed trial is recorded where users look for it: its MLflow run ends FAILED with the
+    reason (and the traceback in Tune's own trial folder), the sweep's closing line and the
+    leaderboard count it. Tune's full remote traceback in the console says nothing more."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not message.startswith(("Trial task failed for trial", "Trials did not complete"))
+
+
+_TRIAL_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.tune")
+
+
 def silence() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     for pattern in _IGNORED_WARNINGS:
@@ -57,6 +70,10 @@ def silence() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in _TRIAL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _TrialFailures) for f in logger.filters):
+            logger.addFilter(_TrialFailures())
     snapshots = logging.getLogger(_SNAPSHOT_LOGGER)
     if not any(isinstance(f, _SnapshotRace) for f in snapshots.filters):
         snapshots.addFilter(_SnapshotRace())

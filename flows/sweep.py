@@ -353,7 +353,10 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
                    **metrics, "best": hparams}
         if shown is not None:
             score = test_metrics.get(f"test/{name}")
-            shown.end_sweep(req.key, f"  [green]✓[/] {label} val/{name} {best_val:.3f}  test/{name} {score:.3f}")
+            lost = (f"  [yellow]{failed} of {len(grid)} trials failed: "
+                    f"{_root_cause(next(r.error for r in grid if r.error is not None))}[/]" if failed else "")
+            shown.end_sweep(req.key, f"  [green]✓[/] {label} val/{name} {best_val:.3f}  "
+                                     f"test/{name} {score:.3f}{lost}")
         return summary
     except (KeyboardInterrupt, TerminationSignal) as exc:
         status = "KILLED"

@@ -23,8 +23,8 @@ TERMINAL = ("FINISHED", "FAILED", "KILLED")
 PACKAGES = ("torch", "pytorch-lightning", "ray", "mlflow", "prefect", "torchmetrics", "numpy")
 LOCK_FILE = Path(__file__).resolve().parents[1] / "infra" / "requirements.lock"
 HEARTBEAT = "rnnbench.heartbeat"  # seconds since the epoch, refreshed while a driver owns the run
-HEARTBEAT_EVERY_S = 15
-STALE_AFTER_S = 90  # a run whose heartbeat is older has no live owner
+HEARTBEAT_EVERY_S = 5
+STALE_AFTER_S = 20  # a run whose heartbeat is older has no live owner (4 beats missed)
 
 
 def client(tracking_uri: str) -> MlflowClient:
@@ -78,10 +78,13 @@ def children(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list:
 
 def open_trial_run(tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str,
                    name: str, tags: dict[str, str]) -> str:
-    """One MLflow run per Tune trial id: a restarted trial continues its own run."""
+    """One MLflow run per Tune trial id: a restarted trial (a lost node, a resumed sweep)
+    continues its own run, tagged with where it runs now and how often it restarted."""
     existing = find_child(tracking_uri, experiment_id, parent_run_id, {"rnnbench.trial_id": trial_id})
     if existing is not None:
+        restarts = int(existing.data.tags.get("rnnbench.restarts", "0")) + 1
         client(tracking_uri).update_run(existing.info.run_id, status="RUNNING")
+        set_tags(tracking_uri, existing.info.run_id, {**tags, "rnnbench.restarts": restarts})
         return existing.info.run_id
     return create_run(tracking_uri, experiment_id, name,
                       {**tags, ROLE: "trial", "rnnbench.trial_id": trial_id},
