@@ -23,6 +23,7 @@ ENCODER_ARGS = ("hidden_size", "num_layers", "dropout")
 TRAINING_ARGS = ("lr", "weight_decay", "batch_size", "grad_clip")
 # Samplers whose values can be listed, so constraints can be checked before any trial starts.
 _LISTABLE_RANGE = 100_000
+_ABSENT = object()  # a hyperparameter neither given nor defaulted
 
 
 class VariantError(ValueError):
@@ -36,6 +37,14 @@ class Constraint:
     params: tuple[str, ...]
     check: Callable[..., bool]
     rule: str  # what must hold, in words, e.g. "hidden_size divisible by nhead"
+    # what a configuration that leaves a parameter out gets (the encoder's default); a parameter
+    # without one must be in every search space
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    applies: Callable[["Task"], bool] | None = None  # only on the tasks where this holds; None: all
+
+    def holds_on(self, task: "Task | None") -> bool:
+        """Whether the rule binds on ``task`` (a task-specific rule binds on no task at all)."""
+        return self.applies is None or (task is not None and self.applies(task))
 
 
 def _divides(hidden_size: int, nhead: int) -> bool:
@@ -57,6 +66,9 @@ class Variant:
     extras: tuple[str, ...] | None = ()  # its own hyperparameters; None: any (a user's class)
     constraints: tuple[Constraint, ...] = ()
     builtin: bool = True
+    per_step_kwargs: Mapping[str, Any] = field(default_factory=dict)  # given on per-step tasks only
+    data_args: tuple[str, ...] = ()  # dataset facts the encoder takes, when the dataset has them
+    noncausal_why: str = ""  # how it reads a sequence, in words, when it is not causal
 
     @property
     def module(self) -> str:
@@ -73,7 +85,7 @@ class Variant:
         """Why this variant cannot be trained on a ``task`` dataset, or None if it can."""
         if task.causal and not self.causal:
             why = ("reads sequences in both directions" if self.bidirectional
-                   else "is not declared causal")
+                   else self.noncausal_why or "is not declared causal")
             return f"{self.name} {why}, so on a {task.name} dataset it would see the tokens it must predict"
         return None
 
@@ -103,10 +115,13 @@ class Variant:
                     return (f"{key} on a {task.name} dataset must be one of {', '.join(valid)} "
                             f"(a constant or a choice), got {bad[0] if bad else space[key]!r}")
         for rule in self.constraints:
-            if not all(p in space for p in rule.params):
-                missing = [p for p in rule.params if p not in space]
+            if not rule.holds_on(task):
+                continue
+            missing = [p for p in rule.params if p not in space and p not in rule.defaults]
+            if missing:
                 return f"{self.name} needs {', '.join(missing)} in its search space ({rule.rule})"
-            options = {p: listed_values(space[p]) for p in rule.params}
+            options = {p: listed_values(space[p]) if p in space else [rule.defaults[p]]
+                       for p in rule.params}
             unlisted = [p for p, v in options.items() if v is None]
             if unlisted:
                 return (f"{self.name}: {', '.join(unlisted)} must be a constant, a choice or a small "
@@ -125,6 +140,11 @@ class Variant:
         reason = self.incompatibility(task)
         if reason:
             raise VariantError(reason)
+        for rule in self.constraints:  # a build outside a plan (a script, a test) gets its checks too
+            values = [hparams.get(p, rule.defaults.get(p, _ABSENT)) for p in rule.params]
+            if rule.holds_on(task) and _ABSENT not in values and not rule.check(*values):
+                given = ", ".join(f"{p}={v!r}" for p, v in zip(rule.params, values))
+                raise VariantError(f"{self.name}: {rule.rule}, got {given}")
         kwargs = {k: hparams[k] for k in ENCODER_ARGS if k in hparams}
         if self.extras is None:
             kwargs.update({k: v for k, v in hparams.items() if k not in ENCODER_ARGS
@@ -132,8 +152,11 @@ class Variant:
         else:
             kwargs.update({k: hparams[k] for k in self.extras if k in hparams})
         kwargs.update(self.kwargs)
+        kwargs.update({k: data[k] for k in self.data_args if k in data})
         if task.causal:
             kwargs.update(self.causal_kwargs)
+        if task.per_step:
+            kwargs.update(self.per_step_kwargs)
         encoder = self.factory()(input_dim=data.get("input_dim", 0), vocab_size=data.get("vocab_size", 0),
                                  **kwargs)
         from modules.network import SequenceNetwork
@@ -147,7 +170,9 @@ class Variant:
                 "name": self.name, "encoder": self.encoder, "kwargs": dict(self.kwargs),
                 "bidirectional": self.bidirectional, "causal": self.causal,
                 "causal_kwargs": dict(self.causal_kwargs),
-                "extras": None if self.extras is None else list(self.extras)}
+                "extras": None if self.extras is None else list(self.extras),
+                "per_step_kwargs": dict(self.per_step_kwargs), "data_args": list(self.data_args),
+                "noncausal_why": self.noncausal_why}
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> "Variant":
@@ -157,15 +182,20 @@ class Variant:
         return klass(name=spec["name"], encoder=spec["encoder"], kwargs=spec.get("kwargs", {}),
                    bidirectional=spec.get("bidirectional", False), causal=spec.get("causal", True),
                    causal_kwargs=spec.get("causal_kwargs", {}),
-                   extras=None if extras is None else tuple(extras), builtin=False)
+                   extras=None if extras is None else tuple(extras), builtin=False,
+                   per_step_kwargs=spec.get("per_step_kwargs", {}),
+                   data_args=tuple(spec.get("data_args", ())),
+                   noncausal_why=spec.get("noncausal_why", ""))
 
 
 def _elsewhere(keys: list[str]) -> str:
-    """Which tasks do take some of ``keys``, so the refusal says where they belong."""
+    """Which tasks or variants do take some of ``keys``, so the refusal says where they belong."""
     from modules.tasks import TASKS
 
     owners = {k: [t.name for t in TASKS.values() if k in t.hyperparameters] for k in keys}
     hints = [f"{k} applies to {' and '.join(names)} datasets only" for k, names in owners.items() if names]
+    takers = {k: [v.name for v in VARIANTS.values() if v.extras and k in v.extras] for k in keys}
+    hints += [f"{k} is a hyperparameter of {', '.join(names)} only" for k, names in takers.items() if names]
     return f" ({'; '.join(hints)})" if hints else ""
 
 
