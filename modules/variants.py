@@ -51,6 +51,19 @@ def _divides(hidden_size: int, nhead: int) -> bool:
     return int(hidden_size) % int(nhead) == 0
 
 
+# The values some encoders' own hyperparameters take; the encoders check them too.
+MERGE_MODES = ("concat", "sum")
+NONLINEARITIES = ("tanh", "relu")
+
+
+def _is_merge(merge: str) -> bool:
+    return merge in MERGE_MODES
+
+
+def _is_nonlinearity(nonlinearity: str) -> bool:
+    return nonlinearity in NONLINEARITIES
+
+
 @dataclass(frozen=True)
 class Variant:
     """One network variant. ``build`` puts the encoder and the task's head together; a variant
@@ -211,10 +224,17 @@ def listed_values(sampler: Any) -> list | None:
     return None
 
 
+_MERGE = Constraint(("merge",), _is_merge, f"merge must be one of {', '.join(MERGE_MODES)}",
+                    defaults={"merge": "concat"})
+_NONLINEARITY = Constraint(("nonlinearity",), _is_nonlinearity,
+                           f"nonlinearity must be one of {', '.join(NONLINEARITIES)}",
+                           defaults={"nonlinearity": "tanh"})
 def _rnn(cell: str, bidirectional: bool) -> Variant:
+    rules = ((_MERGE,) if bidirectional else ()) + ((_NONLINEARITY,) if cell == "rnn" else ())
     return Variant(name=("bi" if bidirectional else "") + cell, encoder="modules.encoders:RNNEncoder",
                    kwargs={"cell": cell, "bidirectional": bidirectional},
-                   bidirectional=bidirectional, causal=not bidirectional)
+                   bidirectional=bidirectional, causal=not bidirectional,
+                   extras=tuple(p for rule in rules for p in rule.params), constraints=rules)
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
