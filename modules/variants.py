@@ -244,6 +244,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             causal_kwargs={"causal": True}, extras=("nhead", "ff_mult"),
             constraints=(Constraint(("hidden_size", "nhead"), _divides,
                                     "hidden_size must be divisible by nhead"),)),
+    # one-to-one: no recurrence at all, so a table shows whether order matters on a dataset
+    Variant(name="mlp", encoder="modules.forms:MLPEncoder", causal=False,
+            noncausal_why="reads the whole sequence at once", data_args=("fixed_length", "window"),
+            per_step_kwargs={"per_step": True}),
 )}
 BUILTIN = tuple(VARIANTS)
 

@@ -1,5 +1,7 @@
-"""Bidirectional merge modes and the Elman RNN's relu with identity recurrence. The shared
-shape, padding and causality checks run them too (tests/test_modules.py)."""
+"""The other forms of sequence model: the one-to-one ``mlp``, bidirectional merge modes, the
+Elman RNN's relu with identity recurrence, convolutional front ends and their limits, and the
+parallel-scan minGRU/minLSTM. The shared shape, padding and causality checks run them too
+(tests/test_modules.py); here is what is particular to each."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from modules import tasks
 from modules.variants import VARIANTS, VariantError
 
 SPEECH = {"task": "classification", "num_classes": 3, "input_dim": 4, "vocab_size": 0}
+COPY = {"task": "sequence", "num_classes": 10, "input_dim": 0, "vocab_size": 10}
 HP = {"hidden_size": 8, "num_layers": 2, "dropout": 0.0}
 
 
@@ -77,3 +80,44 @@ def test_merge_and_nonlinearity_are_refused_where_they_do_not_apply():
     assert "nonlinearity is a hyperparameter of rnn, birnn only" in refused
     with pytest.raises(VariantError, match="nonlinearity must be one of tanh, relu, got nonlinearity='gelu'"):
         encoder("rnn", nonlinearity="gelu")
+
+
+# ---- the one-to-one mlp
+
+def test_the_mlp_on_fixed_lengths_knows_positions_and_on_varying_lengths_does_not():
+    x, lengths = frames((6, 6, 6))
+    reversed_ = x.flip(1)
+    fixed = VARIANTS["mlp"].build(tasks.get("classification"), {**SPEECH, "fixed_length": 6}, HP).eval()
+    bag = VARIANTS["mlp"].build(tasks.get("classification"), SPEECH, HP).eval()
+    with torch.no_grad():
+        assert not torch.allclose(fixed(x, lengths), fixed(reversed_, lengths))
+        torch.testing.assert_close(bag(x, lengths), bag(reversed_, lengths))
+        # a served sequence shorter than the training length is read as if zero-padded
+        short = fixed(x[:1, :4], torch.tensor([4]))
+        padded = torch.cat([x[:1, :4], torch.zeros(1, 2, 4)], dim=1)
+        torch.testing.assert_close(short, fixed(padded, torch.tensor([4])))
+        with pytest.raises(ValueError, match="trained on sequences of 6 steps; got one of 7"):
+            fixed(torch.zeros(1, 7, 4), torch.tensor([7]))
+
+
+def test_the_mlp_gives_each_step_its_own_output_on_a_fixed_length_per_step_task():
+    net = VARIANTS["mlp"].build(tasks.get("sequence"), {**COPY, "fixed_length": 8}, HP).eval()
+    x = torch.randint(2, 10, (2, 8), generator=torch.Generator().manual_seed(0))
+    changed = x.clone()
+    changed[:, 0] = (changed[:, 0] + 1) % 8 + 2
+    with torch.no_grad():
+        out, moved = net(x, torch.tensor([8, 8])), net(changed, torch.tensor([8, 8]))
+    assert out.shape == (2, 8, 10)
+    assert not torch.allclose(out[:, -1], moved[:, -1])  # the last step reads the first: one-to-one over all
+    assert not torch.allclose(out[:, 0], out[:, 1])  # and steps differ: not one vector repeated
+    refused = VARIANTS["mlp"].incompatibility(tasks.get("language-model"))
+    assert refused == ("mlp reads the whole sequence at once, so on a language-model dataset it "
+                       "would see the tokens it must predict")
+
+
+def test_a_prepared_dataset_says_when_every_sequence_has_one_length(prepared):
+    from flows.training import PreparedData
+
+    assert PreparedData.load(prepared["copy-memory"][0]).data["fixed_length"] == 220
+    assert PreparedData.load(prepared["adding"][0]).data["fixed_length"] == 200
+    assert "fixed_length" not in PreparedData.load(prepared["japanese-vowels"][0]).data
