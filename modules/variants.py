@@ -64,6 +64,22 @@ def _is_nonlinearity(nonlinearity: str) -> bool:
     return nonlinearity in NONLINEARITIES
 
 
+def _positive_ints(*values: Any) -> bool:
+    return all(v is None or (type(v) is int and v >= 1) for v in values)
+
+
+def _stride_within_kernel(kernel: int, stride: int) -> bool:
+    return int(stride) <= int(kernel)
+
+
+def _unit_stride(stride: int) -> bool:
+    return int(stride) == 1
+
+
+def _per_step(task: "Task") -> bool:
+    return task.per_step
+
+
 @dataclass(frozen=True)
 class Variant:
     """One network variant. ``build`` puts the encoder and the task's head together; a variant
@@ -229,12 +245,35 @@ _MERGE = Constraint(("merge",), _is_merge, f"merge must be one of {', '.join(MER
 _NONLINEARITY = Constraint(("nonlinearity",), _is_nonlinearity,
                            f"nonlinearity must be one of {', '.join(NONLINEARITIES)}",
                            defaults={"nonlinearity": "tanh"})
+# The convolutional front end: symmetric padding reads later steps, so causal tasks get left
+# padding (``causal_kwargs``); a stride s shortens a sequence of T steps to ceil(T / s), which
+# no longer lines up with a per-step task's labels.
+_CONV_DEFAULTS = {"kernel": 3, "stride": 1, "channels": None}  # channels None: hidden_size
+_CONV = (
+    Constraint(("kernel", "stride", "channels"), _positive_ints,
+               "kernel, stride and channels must be positive integers", defaults=_CONV_DEFAULTS),
+    Constraint(("kernel", "stride"), _stride_within_kernel,
+               "stride must not exceed kernel (a longer stride skips steps unread)",
+               defaults=_CONV_DEFAULTS),
+    Constraint(("stride",), _unit_stride,
+               "stride must be 1 on a per-step task (a stride above 1 shortens the outputs, "
+               "which then no longer line up with a label per step)",
+               defaults=_CONV_DEFAULTS, applies=_per_step),
+)
+
+
 def _rnn(cell: str, bidirectional: bool) -> Variant:
     rules = ((_MERGE,) if bidirectional else ()) + ((_NONLINEARITY,) if cell == "rnn" else ())
     return Variant(name=("bi" if bidirectional else "") + cell, encoder="modules.encoders:RNNEncoder",
                    kwargs={"cell": cell, "bidirectional": bidirectional},
                    bidirectional=bidirectional, causal=not bidirectional,
                    extras=tuple(p for rule in rules for p in rule.params), constraints=rules)
+
+
+def _conv_rnn(cell: str) -> Variant:
+    return Variant(name=f"cnn-{cell}", encoder="modules.forms:ConvRNNEncoder", kwargs={"cell": cell},
+                   causal_kwargs={"causal": True}, extras=("kernel", "stride", "channels"),
+                   constraints=_CONV)
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
@@ -248,6 +287,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant(name="mlp", encoder="modules.forms:MLPEncoder", causal=False,
             noncausal_why="reads the whole sequence at once", data_args=("fixed_length", "window"),
             per_step_kwargs={"per_step": True}),
+    _conv_rnn("lstm"), _conv_rnn("gru"),
 )}
 BUILTIN = tuple(VARIANTS)
 

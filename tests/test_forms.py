@@ -5,11 +5,14 @@ parallel-scan minGRU/minLSTM. The shared shape, padding and causality checks run
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from modules import tasks
 from modules.variants import VARIANTS, VariantError
+from tests.conftest import TINY_PRESET
 
 SPEECH = {"task": "classification", "num_classes": 3, "input_dim": 4, "vocab_size": 0}
 COPY = {"task": "sequence", "num_classes": 10, "input_dim": 0, "vocab_size": 10}
@@ -80,6 +83,62 @@ def test_merge_and_nonlinearity_are_refused_where_they_do_not_apply():
     assert "nonlinearity is a hyperparameter of rnn, birnn only" in refused
     with pytest.raises(VariantError, match="nonlinearity must be one of tanh, relu, got nonlinearity='gelu'"):
         encoder("rnn", nonlinearity="gelu")
+
+
+# ---- convolutional front ends
+
+@pytest.mark.parametrize("variant", ["cnn-lstm", "cnn-gru"])
+def test_a_strided_front_end_shortens_the_sequence_and_padding_still_changes_nothing(variant):
+    net = encoder(variant, kernel=4, stride=3, channels=6)
+    x, lengths = frames((10, 7, 2))
+    with torch.no_grad():
+        out, pooled = net(x, lengths)
+        assert out.shape == (3, 4, 8)  # ceil(10 / 3) steps for the recurrence
+        for i, n in enumerate(lengths.tolist()):
+            alone, alone_pooled = net(x[i: i + 1, :n], lengths[i: i + 1])
+            steps = -(-n // 3)
+            assert alone.shape[1] == steps
+            torch.testing.assert_close(out[i: i + 1, :steps], alone, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(pooled[i: i + 1], alone_pooled, atol=1e-5, rtol=1e-4)
+            assert not out[i, steps:].any()  # nothing past the shortened length
+
+
+def test_symmetric_padding_reads_ahead_and_causal_padding_does_not():
+    x, lengths = frames((8, 8))
+    later = x.clone()
+    later[:, 5] += 1.0
+    for causal, reads_ahead in ((False, True), (True, False)):
+        torch.manual_seed(0)
+        from modules.forms import ConvRNNEncoder
+
+        net = ConvRNNEncoder("gru", input_dim=4, hidden_size=8, kernel=3, causal=causal).eval()
+        with torch.no_grad():
+            before, after = net(x, lengths)[0], net(later, lengths)[0]
+        assert not torch.allclose(before[:, 5:], after[:, 5:])
+        assert (not torch.allclose(before[:, 4], after[:, 4])) is reads_ahead
+
+
+def test_a_stride_above_one_on_a_per_step_task_is_refused_before_any_trial(tmp_path):
+    from flows.plan import PlanError, make_plan
+    from flows.settings import load_settings
+
+    settings = load_settings(home=tmp_path / "home", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    preset = tmp_path / "cnn.toml"
+    preset.write_text(Path(TINY_PRESET).read_text().replace('variants = ["lstm", "bigru"]', 'variants = ["cnn-gru"]')
+                      + '\n[variant_space.cnn-gru]\nkernel = 3\nstride = { choice = [1, 2] }\nchannels = 8\n')
+    plan = make_plan(settings, None, preset, check_machine=False)  # classification: any stride
+    assert [p.variant for p in plan.pairs] == ["cnn-gru"]
+    with pytest.raises(PlanError) as refused:
+        make_plan(settings, None, preset, datasets=["copy-memory"], check_machine=False)
+    assert "\n" not in str(refused.value)
+    assert str(refused.value) == (
+        "preset 'cnn', copy-memory: cnn-gru: stride must be 1 on a per-step task (a stride above 1 "
+        "shortens the outputs, which then no longer line up with a label per step), but the space "
+        "allows stride=2 (stride in [1, 2])")
+    with pytest.raises(VariantError, match="stride must be 1 on a per-step task"):  # a direct build too
+        VARIANTS["cnn-gru"].build(tasks.get("sequence"), COPY, {**HP, "stride": 2})
+    assert VARIANTS["cnn-lstm"].check_space({"kernel": 2, "stride": 3}, tasks.get("classification")) \
+        .startswith("cnn-lstm: stride must not exceed kernel")
 
 
 # ---- the one-to-one mlp
