@@ -288,6 +288,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             noncausal_why="reads the whole sequence at once", data_args=("fixed_length", "window"),
             per_step_kwargs={"per_step": True}),
     _conv_rnn("lstm"), _conv_rnn("gru"),
+    # Feng et al. 2024: gates from the input alone, trained with a parallel scan; causal as built
+    Variant(name="mingru", encoder="modules.minrnn:MinRNNEncoder", kwargs={"cell": "mingru"}),
+    Variant(name="minlstm", encoder="modules.minrnn:MinRNNEncoder", kwargs={"cell": "minlstm"}),
 )}
 BUILTIN = tuple(VARIANTS)
 

@@ -154,7 +154,8 @@ def test_the_naive_forecast_is_the_value_one_season_earlier():
     assert naive_forecast(x, lengths, 0, 6, season=4).tolist() == [[6.0, 7.0, 8.0, 9.0, 6.0, 7.0]]
 
 
-@pytest.mark.parametrize("variant", ["rnn", "lstm", "gru", "transformer", "cnn-lstm", "cnn-gru"])
+@pytest.mark.parametrize("variant", ["rnn", "lstm", "gru", "transformer", "cnn-lstm", "cnn-gru",
+                                     "mingru", "minlstm"])
 def test_language_model_outputs_never_depend_on_future_tokens(variant):
     net = build_network(variant, HP, LM)
     net.eval()
