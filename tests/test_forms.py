@@ -1,12 +1,18 @@
 """The other forms of sequence model: the one-to-one ``mlp``, bidirectional merge modes, the
 Elman RNN's relu with identity recurrence, convolutional front ends and their limits, and the
 parallel-scan minGRU/minLSTM. The shared shape, padding and causality checks run them too
-(tests/test_modules.py); here is what is particular to each."""
+(tests/test_modules.py); here is what is particular to each, and one sweep of them all through
+to a leaderboard and a logged model served in a fresh process."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -214,3 +220,87 @@ def test_a_prepared_dataset_says_when_every_sequence_has_one_length(prepared):
     assert PreparedData.load(prepared["copy-memory"][0]).data["fixed_length"] == 220
     assert PreparedData.load(prepared["adding"][0]).data["fixed_length"] == 200
     assert "fixed_length" not in PreparedData.load(prepared["japanese-vowels"][0]).data
+
+
+# ---- every new form through a sweep, a leaderboard row and a logged model in a fresh process
+
+FORMS = ["mlp", "cnn-lstm", "cnn-gru", "mingru", "minlstm", "birnn"]
+PRESET = """
+description = "every new form: 1 trial of 1 epoch, tiny widths"
+datasets = ["japanese-vowels"]
+[budget]
+num_samples = 1
+max_epochs = 1
+max_concurrent_trials = 1
+[space]
+hidden_size = 8
+num_layers = 1
+dropout = 0.0
+lr = 0.01
+batch_size = 32
+[variant_space.birnn]
+merge = "sum"
+nonlinearity = "relu"
+[variant_space.cnn-lstm]
+kernel = 3
+stride = 2
+channels = 8
+[variant_space.cnn-gru]
+kernel = 4
+stride = 1
+channels = 6
+"""
+
+
+@pytest.mark.slow
+def test_every_new_form_reaches_a_leaderboard_row_and_a_model_served_in_a_fresh_process(
+        prefect_harness, prepared, tmp_path):
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from datamodules.artifact import load_split, read_extra
+    from flows.pipeline import benchmark
+
+    preset = tmp_path / "forms.toml"
+    preset.write_text(PRESET)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = benchmark(preset_path=str(preset), variants=FORMS, experiment="forms", tracking_uri=uri)
+    board = result["boards"]["japanese-vowels"].set_index("variant")
+    assert set(FORMS) < set(board.index) and "(majority class)" in board.index
+    assert board.loc[FORMS, "val/acc"].notna().all() and (board.loc[FORMS, "params"] > 0).all()
+
+    runs = MlflowClient(uri).search_runs([result["experiment_id"]])
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    sweeps = {r.data.tags["variant"]: r.info.run_id for r in runs if r.data.tags.get("rnnbench.role") == "sweep"}
+    assert set(sweeps) == set(FORMS)
+
+    artifact, _ = prepared["japanese-vowels"]
+    scaler = read_extra(artifact, "scaler")
+    test = load_split(artifact, "test")
+    raw = [(s * np.array(scaler["std"]) + np.array(scaler["mean"])).tolist() for s in test.x[:4]]
+    mlflow.set_tracking_uri(uri)
+    here = {v: mlflow.pyfunc.load_model(f"runs:/{run}/model").predict(pd.DataFrame({"sequence": raw}))
+            ["label"].tolist() for v, run in sweeps.items()}
+    # a fresh process without any rnnbench checkout on its path (this one, or the one an editable
+    # install points at, which differ in a git worktree): each model brings its own code
+    script = f"""
+import os, sys
+sys.path = [p for p in sys.path
+            if p not in ('', '.') and not os.path.isfile(os.path.join(p, 'modules', 'variants.py'))]
+import json, mlflow, pandas as pd
+try:
+    import modules; raise SystemExit('modules is importable: the test would prove nothing')
+except ImportError:
+    pass
+mlflow.set_tracking_uri({uri!r})
+raw = json.loads(sys.stdin.read())
+out = {{v: mlflow.pyfunc.load_model(f'runs:/{{run}}/model').predict(pd.DataFrame({{'sequence': raw}}))['label'].tolist()
+       for v, run in {sweeps!r}.items()}}
+print(json.dumps(out))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(raw), capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == here
