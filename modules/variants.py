@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
@@ -65,7 +66,9 @@ def _is_nonlinearity(nonlinearity: str) -> bool:
 
 
 def _positive_ints(*values: Any) -> bool:
-    return all(v is None or (type(v) is int and v >= 1) for v in values)
+    # Integral: a sampler may hand over a numpy integer; bool is an int but never a size
+    return all(v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1)
+               for v in values)
 
 
 def _stride_within_kernel(kernel: int, stride: int) -> bool:

@@ -181,6 +181,18 @@ def test_a_stride_above_one_on_a_per_step_task_is_refused_before_any_trial(tmp_p
         .startswith("cnn-lstm: stride must not exceed kernel")
 
 
+def test_front_end_sizes_are_checked_as_integers_whatever_integer_type_a_sampler_gives():
+    import numpy as np
+
+    classification = tasks.get("classification")
+    assert VARIANTS["cnn-gru"].check_space({"channels": {"choice": [8, 0]}}, classification) == (
+        "cnn-gru: kernel, stride and channels must be positive integers, but the space allows "
+        "kernel=3/stride=1/channels=0 (kernel in [3]; stride in [1]; channels in [8, 0])")
+    assert "positive integers" in VARIANTS["cnn-gru"].check_space({"kernel": 2.5}, classification)
+    net = VARIANTS["cnn-gru"].build(classification, SPEECH, {**HP, "kernel": np.int64(4), "stride": np.int64(2)})
+    assert net.encoder.conv.kernel_size == (4,) and net.encoder.conv.stride == (2,)
+
+
 # ---- the one-to-one mlp
 
 def test_the_mlp_on_fixed_lengths_knows_positions_and_on_varying_lengths_does_not():
