@@ -45,6 +45,10 @@ class PreparedData:
     @property
     def data(self) -> dict[str, Any]:
         facts = {k: self.manifest[k] for k in DATA_KEYS if k in self.manifest}
+        shapes = [self.manifest.get("splits", {}).get(s) or {} for s in SPLIT_NAMES]
+        ends = {(s.get("length_min"), s.get("length_max")) for s in shapes}
+        if len(ends) == 1 and None not in (end := ends.pop()) and end[0] == end[1]:
+            facts["fixed_length"] = int(end[0])  # every sequence of every split (an encoder may rely on it)
         scaler = self.extras.get("scaler")
         if scaler is not None and "target_channel" in facts:  # metrics in the data's own units
             facts["target_scale"] = float(scaler["std"][facts["target_channel"]])

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from modules.variants import MERGE_MODES, NONLINEARITIES
+
 class InputEmbedding(nn.Module):
     """Token ids through an embedding table, or float frames through a linear projection."""
 
@@ -32,39 +34,77 @@ class InputEmbedding(nn.Module):
 
 
 class RNNEncoder(nn.Module):
-    """torch's fused ``cell`` ("rnn", "lstm" or "gru"), one or both directions."""
+    """torch's fused ``cell`` ("rnn", "lstm" or "gru"), one or both directions.
+
+    ``merge`` (bidirectional only): how the two directions' outputs and final states are joined,
+    ``concat`` (width 2 x hidden_size, the usual choice) or ``sum`` (width hidden_size, so the
+    head and any layer above see the same width as a unidirectional encoder's).
+
+    ``nonlinearity`` (Elman ``rnn`` only): ``tanh``, or ``relu`` with the recurrent weights set to
+    the identity and the biases to zero (Le, Jaitly & Hinton 2015, "IRNN"): the state is carried
+    forward unchanged until learning says otherwise, which keeps gradients from vanishing over
+    long spans where a randomly initialized relu RNN explodes or dies. Input weights keep
+    torch's default initialization."""
 
     def __init__(self, cell: str, input_dim: int = 0, vocab_size: int = 0, hidden_size: int = 64,
-                 num_layers: int = 1, dropout: float = 0.0, bidirectional: bool = False):
+                 num_layers: int = 1, dropout: float = 0.0, bidirectional: bool = False,
+                 merge: str = "concat", nonlinearity: str = "tanh"):
         super().__init__()
+        if merge not in MERGE_MODES:
+            raise ValueError(f"merge must be one of {', '.join(MERGE_MODES)}, got {merge!r}")
+        if nonlinearity not in NONLINEARITIES or (cell != "rnn" and nonlinearity != "tanh"):
+            raise ValueError(f"nonlinearity {nonlinearity!r}: the Elman rnn takes "
+                             f"{' or '.join(NONLINEARITIES)}; gated cells have their own")
         self.embed = InputEmbedding(input_dim, vocab_size, hidden_size, project_floats=False)
-        kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
+        kwargs = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
         self.rnn = getattr(nn, cell.upper())(
             self.embed.output_dim, hidden_size, num_layers=num_layers, batch_first=True,
             dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional, **kwargs,
         )
+        if nonlinearity == "relu":
+            identity_recurrence(self.rnn)
         # dropout means the same for every variant: after a learned input map (here the token
         # embedding; the Transformer's projection) and between layers, never on raw numeric
         # inputs, where it would delete observations and markers the task depends on
         self.input_dropout = nn.Dropout(dropout) if vocab_size else nn.Identity()
         self.bidirectional = bidirectional
-        self.output_dim = hidden_size * (2 if bidirectional else 1)
+        self.merge = merge if bidirectional else "concat"
+        self.output_dim = hidden_size * (2 if bidirectional and self.merge == "concat" else 1)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.input_dropout(self.embed(x))
-        lengths = lengths.cpu()
-        if bool((lengths == x.size(1)).all()):
-            # no padding in this batch (fixed windows): packing would change nothing but speed;
-            # torch's packed GRU on CPU is about 4x slower than the plain one
-            out, state = self.rnn(h)
-        else:
-            packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
-            out, state = self.rnn(packed)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
-        h_n = state[0] if isinstance(state, tuple) else state  # LSTM returns (h_n, c_n)
+        out, h_n = recur(self.rnn, self.input_dropout(self.embed(x)), lengths)
         # h_n is in the caller's batch order: forward final = last valid step; backward final = step 0
-        pooled = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.bidirectional else h_n[-1]
-        return out, pooled
+        if not self.bidirectional:
+            return out, h_n[-1]
+        if self.merge == "sum":
+            forward, backward = out.chunk(2, dim=-1)
+            return forward + backward, h_n[-2] + h_n[-1]
+        return out, torch.cat([h_n[-2], h_n[-1]], dim=-1)
+
+
+def recur(rnn: nn.RNNBase, h: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rnn`` over the first ``lengths`` steps of each sequence of ``h``: (outputs, zero beyond
+    each length; final hidden states (layers x directions, B, H))."""
+    lengths = lengths.cpu()
+    if bool((lengths == h.size(1)).all()):
+        # no padding in this batch (fixed windows): packing would change nothing but speed;
+        # torch's packed GRU on CPU is about 4x slower than the plain one
+        out, state = rnn(h)
+    else:
+        packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+        out, state = rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=h.size(1))
+    return out, state[0] if isinstance(state, tuple) else state  # LSTM returns (h_n, c_n)
+
+
+def identity_recurrence(rnn: nn.RNNBase) -> None:
+    """Recurrent weights = identity, biases = 0, in every layer and direction (Le et al. 2015)."""
+    with torch.no_grad():
+        for name, param in rnn.named_parameters():
+            if name.startswith("weight_hh"):
+                param.copy_(torch.eye(*param.shape))
+            elif name.startswith("bias"):
+                param.zero_()
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:

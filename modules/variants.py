@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
@@ -23,6 +24,7 @@ ENCODER_ARGS = ("hidden_size", "num_layers", "dropout")
 TRAINING_ARGS = ("lr", "weight_decay", "batch_size", "grad_clip")
 # Samplers whose values can be listed, so constraints can be checked before any trial starts.
 _LISTABLE_RANGE = 100_000
+_ABSENT = object()  # a hyperparameter neither given nor defaulted
 
 
 class VariantError(ValueError):
@@ -36,10 +38,49 @@ class Constraint:
     params: tuple[str, ...]
     check: Callable[..., bool]
     rule: str  # what must hold, in words, e.g. "hidden_size divisible by nhead"
+    # what a configuration that leaves a parameter out gets (the encoder's default); a parameter
+    # without one must be in every search space
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    applies: Callable[["Task"], bool] | None = None  # only on the tasks where this holds; None: all
+
+    def holds_on(self, task: "Task | None") -> bool:
+        """Whether the rule binds on ``task`` (a task-specific rule binds on no task at all)."""
+        return self.applies is None or (task is not None and self.applies(task))
 
 
 def _divides(hidden_size: int, nhead: int) -> bool:
     return int(hidden_size) % int(nhead) == 0
+
+
+# The values some encoders' own hyperparameters take; the encoders check them too.
+MERGE_MODES = ("concat", "sum")
+NONLINEARITIES = ("tanh", "relu")
+
+
+def _is_merge(merge: str) -> bool:
+    return merge in MERGE_MODES
+
+
+def _is_nonlinearity(nonlinearity: str) -> bool:
+    return nonlinearity in NONLINEARITIES
+
+
+def _positive_ints(*values: Any) -> bool:
+    # Integral: a sampler may hand over a numpy integer; bool is an int but never a size
+    return all(v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1)
+               for v in values)
+
+
+def _stride_within_kernel(kernel: int, stride: int) -> bool:
+    return int(stride) <= int(kernel)
+
+
+def _unit_stride(stride: int) -> bool:
+    return int(stride) == 1
+
+
+def _per_step(task: "Task") -> bool:
+    return task.per_step
 
 
 @dataclass(frozen=True)
@@ -57,6 +98,9 @@ class Variant:
     extras: tuple[str, ...] | None = ()  # its own hyperparameters; None: any (a user's class)
     constraints: tuple[Constraint, ...] = ()
     builtin: bool = True
+    per_step_kwargs: Mapping[str, Any] = field(default_factory=dict)  # given on per-step tasks only
+    data_args: tuple[str, ...] = ()  # dataset facts the encoder takes, when the dataset has them
+    noncausal_why: str = ""  # how it reads a sequence, in words, when it is not causal
 
     @property
     def module(self) -> str:
@@ -73,7 +117,7 @@ class Variant:
         """Why this variant cannot be trained on a ``task`` dataset, or None if it can."""
         if task.causal and not self.causal:
             why = ("reads sequences in both directions" if self.bidirectional
-                   else "is not declared causal")
+                   else self.noncausal_why or "is not declared causal")
             return f"{self.name} {why}, so on a {task.name} dataset it would see the tokens it must predict"
         return None
 
@@ -103,10 +147,13 @@ class Variant:
                     return (f"{key} on a {task.name} dataset must be one of {', '.join(valid)} "
                             f"(a constant or a choice), got {bad[0] if bad else space[key]!r}")
         for rule in self.constraints:
-            if not all(p in space for p in rule.params):
-                missing = [p for p in rule.params if p not in space]
+            if not rule.holds_on(task):
+                continue
+            missing = [p for p in rule.params if p not in space and p not in rule.defaults]
+            if missing:
                 return f"{self.name} needs {', '.join(missing)} in its search space ({rule.rule})"
-            options = {p: listed_values(space[p]) for p in rule.params}
+            options = {p: listed_values(space[p]) if p in space else [rule.defaults[p]]
+                       for p in rule.params}
             unlisted = [p for p, v in options.items() if v is None]
             if unlisted:
                 return (f"{self.name}: {', '.join(unlisted)} must be a constant, a choice or a small "
@@ -125,6 +172,11 @@ class Variant:
         reason = self.incompatibility(task)
         if reason:
             raise VariantError(reason)
+        for rule in self.constraints:  # a build outside a plan (a script, a test) gets its checks too
+            values = [hparams.get(p, rule.defaults.get(p, _ABSENT)) for p in rule.params]
+            if rule.holds_on(task) and _ABSENT not in values and not rule.check(*values):
+                given = ", ".join(f"{p}={v!r}" for p, v in zip(rule.params, values))
+                raise VariantError(f"{self.name}: {rule.rule}, got {given}")
         kwargs = {k: hparams[k] for k in ENCODER_ARGS if k in hparams}
         if self.extras is None:
             kwargs.update({k: v for k, v in hparams.items() if k not in ENCODER_ARGS
@@ -132,8 +184,11 @@ class Variant:
         else:
             kwargs.update({k: hparams[k] for k in self.extras if k in hparams})
         kwargs.update(self.kwargs)
+        kwargs.update({k: data[k] for k in self.data_args if k in data})
         if task.causal:
             kwargs.update(self.causal_kwargs)
+        if task.per_step:
+            kwargs.update(self.per_step_kwargs)
         encoder = self.factory()(input_dim=data.get("input_dim", 0), vocab_size=data.get("vocab_size", 0),
                                  **kwargs)
         from modules.network import SequenceNetwork
@@ -147,7 +202,9 @@ class Variant:
                 "name": self.name, "encoder": self.encoder, "kwargs": dict(self.kwargs),
                 "bidirectional": self.bidirectional, "causal": self.causal,
                 "causal_kwargs": dict(self.causal_kwargs),
-                "extras": None if self.extras is None else list(self.extras)}
+                "extras": None if self.extras is None else list(self.extras),
+                "per_step_kwargs": dict(self.per_step_kwargs), "data_args": list(self.data_args),
+                "noncausal_why": self.noncausal_why}
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> "Variant":
@@ -157,15 +214,20 @@ class Variant:
         return klass(name=spec["name"], encoder=spec["encoder"], kwargs=spec.get("kwargs", {}),
                    bidirectional=spec.get("bidirectional", False), causal=spec.get("causal", True),
                    causal_kwargs=spec.get("causal_kwargs", {}),
-                   extras=None if extras is None else tuple(extras), builtin=False)
+                   extras=None if extras is None else tuple(extras), builtin=False,
+                   per_step_kwargs=spec.get("per_step_kwargs", {}),
+                   data_args=tuple(spec.get("data_args", ())),
+                   noncausal_why=spec.get("noncausal_why", ""))
 
 
 def _elsewhere(keys: list[str]) -> str:
-    """Which tasks do take some of ``keys``, so the refusal says where they belong."""
+    """Which tasks or variants do take some of ``keys``, so the refusal says where they belong."""
     from modules.tasks import TASKS
 
     owners = {k: [t.name for t in TASKS.values() if k in t.hyperparameters] for k in keys}
     hints = [f"{k} applies to {' and '.join(names)} datasets only" for k, names in owners.items() if names]
+    takers = {k: [v.name for v in VARIANTS.values() if v.extras and k in v.extras] for k in keys}
+    hints += [f"{k} is a hyperparameter of {', '.join(names)} only" for k, names in takers.items() if names]
     return f" ({'; '.join(hints)})" if hints else ""
 
 
@@ -181,10 +243,40 @@ def listed_values(sampler: Any) -> list | None:
     return None
 
 
+_MERGE = Constraint(("merge",), _is_merge, f"merge must be one of {', '.join(MERGE_MODES)}",
+                    defaults={"merge": "concat"})
+_NONLINEARITY = Constraint(("nonlinearity",), _is_nonlinearity,
+                           f"nonlinearity must be one of {', '.join(NONLINEARITIES)}",
+                           defaults={"nonlinearity": "tanh"})
+# The convolutional front end: symmetric padding reads later steps, so causal tasks get left
+# padding (``causal_kwargs``); a stride s shortens a sequence of T steps to ceil(T / s), which
+# no longer lines up with a per-step task's labels.
+_CONV_DEFAULTS = {"kernel": 3, "stride": 1, "channels": None}  # channels None: hidden_size
+_CONV = (
+    Constraint(("kernel", "stride", "channels"), _positive_ints,
+               "kernel, stride and channels must be positive integers", defaults=_CONV_DEFAULTS),
+    Constraint(("kernel", "stride"), _stride_within_kernel,
+               "stride must not exceed kernel (a longer stride skips steps unread)",
+               defaults=_CONV_DEFAULTS),
+    Constraint(("stride",), _unit_stride,
+               "stride must be 1 on a per-step task (a stride above 1 shortens the outputs, "
+               "which then no longer line up with a label per step)",
+               defaults=_CONV_DEFAULTS, applies=_per_step),
+)
+
+
 def _rnn(cell: str, bidirectional: bool) -> Variant:
+    rules = ((_MERGE,) if bidirectional else ()) + ((_NONLINEARITY,) if cell == "rnn" else ())
     return Variant(name=("bi" if bidirectional else "") + cell, encoder="modules.encoders:RNNEncoder",
                    kwargs={"cell": cell, "bidirectional": bidirectional},
-                   bidirectional=bidirectional, causal=not bidirectional)
+                   bidirectional=bidirectional, causal=not bidirectional,
+                   extras=tuple(p for rule in rules for p in rule.params), constraints=rules)
+
+
+def _conv_rnn(cell: str) -> Variant:
+    return Variant(name=f"cnn-{cell}", encoder="modules.forms:ConvRNNEncoder", kwargs={"cell": cell},
+                   causal_kwargs={"causal": True}, extras=("kernel", "stride", "channels"),
+                   constraints=_CONV)
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
@@ -194,6 +286,14 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             causal_kwargs={"causal": True}, extras=("nhead", "ff_mult"),
             constraints=(Constraint(("hidden_size", "nhead"), _divides,
                                     "hidden_size must be divisible by nhead"),)),
+    # one-to-one: no recurrence at all, so a table shows whether order matters on a dataset
+    Variant(name="mlp", encoder="modules.forms:MLPEncoder", causal=False,
+            noncausal_why="reads the whole sequence at once", data_args=("fixed_length", "window"),
+            per_step_kwargs={"per_step": True}),
+    _conv_rnn("lstm"), _conv_rnn("gru"),
+    # Feng et al. 2024: gates from the input alone, trained with a parallel scan; causal as built
+    Variant(name="mingru", encoder="modules.minrnn:MinRNNEncoder", kwargs={"cell": "mingru"}),
+    Variant(name="minlstm", encoder="modules.minrnn:MinRNNEncoder", kwargs={"cell": "minlstm"}),
 )}
 BUILTIN = tuple(VARIANTS)
 

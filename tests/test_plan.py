@@ -95,7 +95,7 @@ def test_shipped_presets_load_by_name_and_unknown_names_list_the_valid_ones():
 @pytest.mark.slow
 @pytest.mark.parametrize("kwargs,message", [
     ({"preset": "huge"}, "Input should be 'paper', 'quick' or 'standard'"),
-    ({"variants": ["lsmt"]}, "Input should be 'rnn', 'lstm', 'gru', 'birnn', 'bilstm', 'bigru' or 'transformer'"),
+    ({"variants": ["lsmt"]}, "Input should be 'rnn', 'lstm', 'gru', 'birnn', 'bilstm', 'bigru', 'transformer', 'mlp'"),
     ({"datasets": ["imdb"]}, "unknown dataset 'imdb'; valid: japanese-vowels"),
     ({"preset_path": "BAD_PARAMS"}, "dataset 'japanese-vowels' has no parameter(s) ['window']"),
     ({"extra_variants": ["mine"]}, "unknown variant 'mine'; valid: rnn, lstm"),
