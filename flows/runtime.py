@@ -52,6 +52,21 @@ class _ConsoleNoise(logging.Filter):
         return not (isinstance(error, bad_input_types()) or any(n in message for n in names))
 
 
+def _die_with_parent() -> None:
+    """In the child, before it runs the server: the kernel sends it SIGKILL when rnnbench dies,
+    however it dies (a SIGKILL, the OOM killer), so the server never outlives its run; in a
+    session of its own it would otherwise live on indefinitely. Linux only (prctl)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def start_prefect_api() -> None:
     """Start Prefect's temporary API (when no PREFECT_API_URL is set) in a session of its own.
 
@@ -66,6 +81,7 @@ def start_prefect_api() -> None:
 
     def detached(*args, **kwargs):
         kwargs.setdefault("start_new_session", True)
+        kwargs.setdefault("preexec_fn", _die_with_parent)
         return popen(*args, **kwargs)
 
     prefect_server.subprocess.Popen = detached

@@ -126,3 +126,44 @@ def test_a_sweep_interrupted_inside_tune_resumes_from_its_saved_state(tmp_path):
         == history_before
     epochs = {r.data.tags["rnnbench.trial_id"]: int(r.data.tags["rnnbench.epochs"]) for r in trials}
     assert set(epochs.values()) == {40}
+
+
+def _processes_of(home: Path) -> dict[int, str]:
+    """Every process started for this run: they all inherit its RNNBENCH_HOME."""
+    marker = f"RNNBENCH_HOME={home}".encode()
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
+def test_a_driver_killed_with_sigkill_leaves_no_process_behind(tmp_path):
+    """What the OOM killer does: no Prefect API server, Ray process or trial outlives it."""
+    home, preset = tmp_path / "home", tmp_path / "long.toml"
+    preset.write_text(PRESET.format(epochs=500))
+    proc = _start(home, preset)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(home.glob("ray/*/japanese-vowels__gru__seed0/*_00000_*/checkpoint_*")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
+            time.sleep(0.2)
+        running = _processes_of(home)
+        assert any("prefect" in cmd or "uvicorn" in cmd for cmd in running.values()), running
+        assert any("raylet" in cmd for cmd in running.values()), running
+        proc.kill()  # the driver alone, as the OOM killer picks one process
+        proc.wait()
+        deadline = time.monotonic() + 90
+        while _processes_of(home) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _processes_of(home), f"outlived their driver: {_processes_of(home)}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _processes_of(home):
+            os.kill(pid, signal.SIGKILL)

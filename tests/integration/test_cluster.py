@@ -305,6 +305,69 @@ def test_cluster_refusals_come_before_any_run(cluster):
     assert after == before
 
 
+def _trial_runs(client: MlflowClient, preset_name: str) -> list:
+    exp = client.get_experiment_by_name("rnnbench")
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], f"tags.`rnnbench.role` = 'trial' and tags.preset = '{preset_name}'",
+                              max_results=1000)
+
+
+def test_a_killed_driver_is_resumed_from_the_shared_storage_by_the_same_command(cluster):
+    """The driver dies with SIGKILL mid-sweep (its heartbeat in MLflow goes stale, no local
+    lock file is involved); the same command run again resumes the sweep from the shared
+    storage: the finished trial is not retrained, one MLflow run per trial, the same trial
+    count as an uninterrupted run."""
+    epochs = 150  # long enough that the third trial is still running 12 s after the first ends
+    preset = PRESET.format(variants='"gru"', samples=3, epochs=epochs, concurrent=2, cpus=1)
+    path = cluster.root / "driverkill.toml"
+    path.write_text(preset)
+    env = {**cluster.env, "RNNBENCH_HOME": str(cluster.home), "COLUMNS": "200"}
+    client = cluster.client()
+    proc = subprocess.Popen(cluster.run_args(path), env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        finished_at = None
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            runs = _trial_runs(client, "driverkill")
+            # a trial's run gets its final status from the sweep's verdicts, at the sweep's
+            # end: a trial has finished when its curve is complete
+            if finished_at is None and any(len(client.get_metric_history(r.info.run_id, "val/loss")) >= epochs
+                                           for r in runs):
+                finished_at = time.monotonic()
+            # past Tune's next periodic save of its state after that trial finished
+            if finished_at is not None and time.monotonic() - finished_at > 12:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial finished in time")
+        proc.kill()  # the driver alone, as the OOM killer would
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = {r.data.tags["rnnbench.trial_id"]: r for r in _trial_runs(client, "driverkill")}
+    history = {t: len(client.get_metric_history(r.info.run_id, "val/loss")) for t, r in before.items()}
+    finished = {t for t, n in history.items() if n >= epochs}
+    assert finished and len(finished) < 3, history
+    history = {t: history[t] for t in finished}
+    from flows import tracking
+
+    time.sleep(tracking.STALE_AFTER_S + 1)  # the dead driver's heartbeat goes stale
+    again = subprocess.run(cluster.run_args(path), env=env, capture_output=True, text=True, timeout=600)
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out[-4000:]
+    assert "resuming unfinished benchmark run" in out
+    after = _trial_runs(client, "driverkill")
+    ids = [r.data.tags["rnnbench.trial_id"] for r in after]
+    assert len(ids) == len(set(ids)) == 3 and set(before) <= set(ids)
+    assert {r.info.status for r in after} == {"FINISHED"}
+    assert {t: len(client.get_metric_history(r.info.run_id, "val/loss")) for t, r in
+            ((r.data.tags["rnnbench.trial_id"], r) for r in after) if t in finished} == history
+
+
 def test_a_killed_worker_node_costs_its_trial_a_restart_from_its_checkpoint(cluster):
     """A worker node dies mid-sweep: its trial restarts from its last checkpoint on the node
     that is alive, the sweep completes, one MLflow run per trial, none RUNNING. (Last in this
