@@ -160,6 +160,17 @@ def winner(board: pd.DataFrame) -> pd.Series | None:
     return first
 
 
+def score_text(board: pd.DataFrame, row: pd.Series, column: str) -> str:
+    """A row's score as a sentence gives it: the value, or with seed repeats the mean over them
+    and its 95% interval."""
+    text = f"{row[column]:.4g}"
+    if SEEDS in board.columns and not pd.isna(row.get(SEEDS)):
+        half = row.get(column + CI)
+        interval = f" ± {half:.2g}" if half is not None and not pd.isna(half) else ""
+        text = f"mean {text}{interval} over {int(row[SEEDS])} seed{'s' if row[SEEDS] > 1 else ''}"
+    return text
+
+
 def _compact(hparams: dict[str, str]) -> str:
     parts = []
     for key in sorted(hparams):

@@ -140,6 +140,7 @@ def test_seed_repeats_rank_on_the_validation_mean_and_mark_ties_with_the_winner(
     }, {"val/acc": 0.11, "test/acc": 0.08, "test/f1": 0.02})
     assert board["variant"].tolist() == ["bigru", "bilstm", "rnn", "transformer", "(majority class)"]
     assert leaderboard.winner(board)["variant"] == "bigru"
+    assert leaderboard.score_text(board, leaderboard.winner(board), "val/acc") == "mean 0.981 ± 0.0025 over 3 seeds"
     assert board["val/acc"].iloc[0] == pytest.approx(0.981)  # the mean, not the sweep's 0.985
     # t(0.975, 2) · 0.001 / √3
     assert board["val/acc ±95%"].iloc[0] == pytest.approx(4.302653 * 0.001 / 3 ** 0.5, rel=1e-5)
@@ -189,3 +190,4 @@ def test_without_seed_repeats_the_board_keeps_its_columns(tmp_path):
     assert list(board.columns) == ["variant", "val/acc", "test/acc", "test/f1", "params", "time (s)",
                                    "trials", "note", "best hyperparameters", "run_id"]
     assert not any("seed" in line for line in board.attrs["headlines"])
+    assert leaderboard.score_text(board, leaderboard.winner(board), "val/acc") == "0.9"
