@@ -28,13 +28,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence
 
-from scipy import stats as _st
-from scipy.optimize import brentq
 
 ALPHA = 0.05
 POWER = 0.8
 CONFIDENCE = 0.95
 PREFIX = "final"
+# scipy.stats takes half a second to import: loaded when a board has seeds to compare
+
+
+def _scipy():
+    from scipy import optimize, stats
+
+    return stats, optimize
+
+
 _SEED_KEY = re.compile(rf"^{PREFIX}/(?P<stage>val|test)/(?P<metric>.+)/seed(?P<seed>-?\d+)$")
 
 
@@ -79,7 +86,7 @@ def summarize(scores: Sequence[float], confidence: float = CONFIDENCE) -> Summar
     if n == 1:
         return Summary(1, mean, None, None, None)
     sd = _sd(xs, mean)
-    half = float(_st.t.ppf(1 - (1 - confidence) / 2, n - 1)) * sd / math.sqrt(n)
+    half = float(_scipy()[0].t.ppf(1 - (1 - confidence) / 2, n - 1)) * sd / math.sqrt(n)
     return Summary(n, mean, sd, mean - half, mean + half)
 
 
@@ -101,7 +108,7 @@ def welch(a: Sequence[float], b: Sequence[float]) -> float:
         return 1.0 if sa.mean == sb.mean else 0.0
     t = (sa.mean - sb.mean) / math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1))
-    return float(min(1.0, 2 * _st.t.sf(abs(t), df)))
+    return float(min(1.0, 2 * _scipy()[0].t.sf(abs(t), df)))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -143,15 +150,16 @@ def detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: float 
         return None
     if sd == 0:
         return 0.0
+    st, optimize = _scipy()
     df = 2 * n - 2
-    c = _st.t.ppf(1 - alpha / 2, df)
+    c = st.t.ppf(1 - alpha / 2, df)
 
     def shortfall(lam: float) -> float:
-        lower = _st.nct.cdf(-c, df, lam)  # vanishing, and NaN in scipy far out in the tail
-        return _st.nct.sf(c, df, lam) + (0.0 if math.isnan(lower) else lower) - power
+        lower = st.nct.cdf(-c, df, lam)  # vanishing, and NaN in scipy far out in the tail
+        return st.nct.sf(c, df, lam) + (0.0 if math.isnan(lower) else lower) - power
 
     # power 0.99 at λ = 10 even for n = 2; the bracket must hold a sign change
-    lam = float(brentq(shortfall, 0.0, 12.0, xtol=1e-10))
+    lam = float(optimize.brentq(shortfall, 0.0, 12.0, xtol=1e-10))
     return lam * sd * math.sqrt(2 / n)
 
 
@@ -230,14 +238,18 @@ def compare(scores: Mapping[str, Sequence[float]], mode: str, metric: str = "the
     sd = pooled_sd(scores.values())
     detectable = detectable_difference(sd, ns[0], alpha) if sd is not None else None
     return Verdict(metric, mode, winner, summaries, comparisons, detectable,
-                   describe(ns, metric, winner, detectable, sd, alpha, len(tested)),
+                   describe(ns, metric, winner, detectable, sd, alpha, len(tested), len(summaries)),
                    [v for v in tested if comparisons[v].tied])
 
 
 def describe(ns: Sequence[int], metric: str, winner: str, detectable: Optional[float],
-             sd: Optional[float], alpha: float = ALPHA, tested: int = 1) -> str:
-    """The one line a report prints about the test, N and what N seeds can detect."""
+             sd: Optional[float], alpha: float = ALPHA, tested: int = 1, compared: int = 2) -> str:
+    """The one line a report prints about the test, N and what N seeds can detect (``tested``:
+    variants tested against the winner; ``compared``: variants with seeds, the winner included)."""
     seeds = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+    if compared == 1:
+        return (f"Only {winner} was retrained on seeds ({seeds}): no other variant to test it "
+                "against; ± is the 95% confidence interval of the mean (Student t).")
     if ns[-1] < 2 or not tested:
         return (f"{seeds} seed{'s' if ns[-1] > 1 else ''} per variant: no test of {metric} against "
                 f"the winner {winner} (a test needs 2 seeds or more on both sides); no intervals "

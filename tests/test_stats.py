@@ -40,6 +40,9 @@ def test_a_clearly_worse_variant_is_called_worse_and_a_close_one_tied():
     assert verdict.comparisons["bilstm"].label() == "winner"
     assert verdict.description.startswith("Welch's t-test on 3 seeds per variant, Holm-corrected "
                                           "against the winner; two-sided, on val/acc")
+    uneven = stats.compare({"a": [1, 2, 3, 4, 5], "b": [1, 2, 3]}, "max")  # Welch allows unequal n
+    assert uneven.description.startswith("Welch's t-test on 3-5 seeds per variant")
+    assert "With 3 seeds a difference of" in uneven.description  # the smaller n: conservative
 
 
 def test_holm_matches_a_hand_worked_example():
@@ -86,6 +89,10 @@ def test_one_seed_gives_no_interval_and_no_test_and_says_so():
     assert "no test of val/acc" in verdict.description and "single seeds" in verdict.description
     mixed = stats.compare({"lstm": [0.9, 0.91, 0.92], "gru": [0.8]}, "max")
     assert mixed.comparisons["gru"].label() == "not tested: 1 seed"
+    assert mixed.description.startswith("1-3 seeds per variant: no test")
+    alone = stats.compare({"lstm": [0.9, 0.91, 0.92]}, "max")
+    assert alone.winner == "lstm" and alone.description.startswith("Only lstm was retrained on seeds (3)")
+    assert stats.compare({}, "max").winner is None
     with pytest.raises(ValueError):
         stats.summarize([])
 
