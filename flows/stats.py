@@ -236,14 +236,17 @@ def compare(scores: Mapping[str, Sequence[float]], mode: str, metric: str = "the
         comparisons[v] = Comparison(p=p, p_holm=p_holm, tied=p_holm >= alpha)
     ns = sorted({s.n for s in summaries.values()})
     sd = pooled_sd(scores.values())
-    detectable = detectable_difference(sd, ns[0], alpha) if sd is not None else None
+    # what the smallest sample among those tested can detect (conservative when n differ)
+    n = min(summaries[v].n for v in [winner, *tested])
+    detectable = detectable_difference(sd, n, alpha) if sd is not None and tested else None
     return Verdict(metric, mode, winner, summaries, comparisons, detectable,
-                   describe(ns, metric, winner, detectable, sd, alpha, len(tested), len(summaries)),
+                   describe(ns, metric, winner, detectable, sd, alpha, len(tested), len(summaries), n),
                    [v for v in tested if comparisons[v].tied])
 
 
 def describe(ns: Sequence[int], metric: str, winner: str, detectable: Optional[float],
-             sd: Optional[float], alpha: float = ALPHA, tested: int = 1, compared: int = 2) -> str:
+             sd: Optional[float], alpha: float = ALPHA, tested: int = 1, compared: int = 2,
+             n: Optional[int] = None) -> str:
     """The one line a report prints about the test, N and what N seeds can detect (``tested``:
     variants tested against the winner; ``compared``: variants with seeds, the winner included)."""
     seeds = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
@@ -261,7 +264,7 @@ def describe(ns: Sequence[int], metric: str, winner: str, detectable: Optional[f
         if detectable == 0:
             line += f" The seeds did not vary: any difference in {metric} is detectable."
         else:
-            line += (f" With {ns[0]} seeds a difference of {_num(detectable)} in {metric} is "
+            line += (f" With {n or ns[0]} seeds a difference of {_num(detectable)} in {metric} is "
                      f"detectable (alpha {alpha:g} per comparison, power {POWER:g}, pooled sd "
                      f"{_num(sd)}).")
     return line

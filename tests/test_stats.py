@@ -43,6 +43,8 @@ def test_a_clearly_worse_variant_is_called_worse_and_a_close_one_tied():
     uneven = stats.compare({"a": [1, 2, 3, 4, 5], "b": [1, 2, 3]}, "max")  # Welch allows unequal n
     assert uneven.description.startswith("Welch's t-test on 3-5 seeds per variant")
     assert "With 3 seeds a difference of" in uneven.description  # the smaller n: conservative
+    one_short = stats.compare({"a": [1, 2, 3, 4, 5], "b": [1, 2, 3, 4], "c": [0]}, "max")
+    assert "With 4 seeds a difference of" in one_short.description  # c (1 seed) is not tested
 
 
 def test_holm_matches_a_hand_worked_example():
