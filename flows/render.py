@@ -30,7 +30,7 @@ def ui_commands(settings) -> list[str]:
 
 
 def results(result: dict[str, Any], settings) -> None:
-    from flows.leaderboard import to_rich, winner
+    from flows.leaderboard import score_text, to_rich, winner
 
     console.print()
     modalities = result.get("modalities", {})
@@ -39,7 +39,7 @@ def results(result: dict[str, Any], settings) -> None:
         chosen = winner(board)
         if chosen is not None:
             metric = board.attrs["metric"]
-            console.print(f"  chosen on {metric}: {chosen['variant']} ({chosen[metric]:.4g}); "
+            console.print(f"  chosen on {metric}: {chosen['variant']} ({score_text(board, chosen, metric)}); "
                           f"{chosen['best hyperparameters']}", soft_wrap=True)
         console.print()
     for dataset, variant, reason in result.get("failures", []):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
-from flows import leaderboard
+from flows import leaderboard, stats
 
 
 def test_runs_written_by_the_previous_version_still_make_a_leaderboard(tmp_path):
@@ -51,7 +53,8 @@ def test_building_leaderboards_imports_no_ray_lightning_or_torch():
 
 
 
-def _store(tmp_path, sweeps: dict[str, dict], baseline: dict, tags: dict | None = None):
+def _store(tmp_path, sweeps: dict[str, dict], baseline: dict, tags: dict | None = None,
+           task: str = "classification"):
     uri = f"sqlite:///{tmp_path / 'lb.db'}"
     client = MlflowClient(uri)
     exp = client.create_experiment("lb", artifact_location=(tmp_path / "lb").as_uri())
@@ -62,7 +65,7 @@ def _store(tmp_path, sweeps: dict[str, dict], baseline: dict, tags: dict | None 
     for variant, metrics in sweeps.items():
         run = client.create_run(exp, tags={"mlflow.parentRunId": bench, "rnnbench.role": "sweep",
                                            "dataset": "jv", "variant": variant,
-                                           "rnnbench.task": "classification"}).info.run_id
+                                           "rnnbench.task": task}).info.run_id
         for key, value in metrics.items():
             client.log_metric(run, key, value)
         client.set_terminated(run, "FINISHED")
@@ -111,3 +114,80 @@ def test_a_narrow_terminal_leaves_extra_test_metrics_to_the_reports_without_fold
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "0.9100" in text and "transformer" in text  # whole numbers and names
     assert "test/extra_two: in the CSV and Markdown reports" in text.replace("\n", " ")
+
+
+def _seeds(stage_metric: str, values) -> dict[str, float]:
+    """Per-seed final scores as the sweep logs them (flows.stats's layout), seeds 0, 1, ..."""
+    stage, metric = stage_metric.split("/", 1)
+    return {stats.seed_metric_name(stage, metric, k): v for k, v in enumerate(values)}
+
+
+def test_seed_repeats_rank_on_the_validation_mean_and_mark_ties_with_the_winner(tmp_path):
+    from rich.console import Console
+
+    # rnn is best on test but clearly worse on validation; transformer has the best single
+    # sweep score but was not retrained on seeds, so it is not compared
+    board = _store(tmp_path, {
+        "rnn": {"val/acc": 0.99, "val/loss": 0.3, "test/acc": 0.99, "test/f1": 0.99,
+                **_seeds("val/acc", [0.900, 0.905, 0.910]), **_seeds("test/acc", [0.99, 0.99, 0.99]),
+                **_seeds("test/f1", [0.98, 0.99, 0.97])},
+        "bilstm": {"val/acc": 0.98, "val/loss": 0.2, "test/acc": 0.975, "test/f1": 0.97,
+                   **_seeds("val/acc", [0.975, 0.980, 0.985]), **_seeds("test/acc", [0.97, 0.975, 0.98])},
+        "bigru": {"val/acc": 0.985, "val/loss": 0.1, "test/acc": 0.96, "test/f1": 0.96,
+                  **_seeds("val/acc", [0.980, 0.981, 0.982]), **_seeds("test/acc", [0.95, 0.96, 0.97]),
+                  **_seeds("val/loss", [0.1, 0.1, 0.1])},
+        "transformer": {"val/acc": 0.995, "val/loss": 0.05, "test/acc": 0.99, "test/f1": 0.99},
+    }, {"val/acc": 0.11, "test/acc": 0.08, "test/f1": 0.02})
+    assert board["variant"].tolist() == ["bigru", "bilstm", "rnn", "transformer", "(majority class)"]
+    assert leaderboard.winner(board)["variant"] == "bigru"
+    assert leaderboard.score_text(board, leaderboard.winner(board), "val/acc") == "mean 0.981 ± 0.0025 over 3 seeds"
+    assert board["val/acc"].iloc[0] == pytest.approx(0.981)  # the mean, not the sweep's 0.985
+    # t(0.975, 2) · 0.001 / √3
+    assert board["val/acc ±95%"].iloc[0] == pytest.approx(4.302653 * 0.001 / 3 ** 0.5, rel=1e-5)
+    assert board["test/acc"].iloc[0] == pytest.approx(0.96) and board["test/f1"].iloc[0] == 0.96
+    assert pd.isna(board["test/f1 ±95%"].iloc[0])  # its sweep's test score alone: no interval
+    assert board["n"].tolist()[:3] == [3, 3, 3] and board["n"].iloc[3:].isna().all()
+    versus = board["vs winner"].tolist()
+    assert versus[0] == "winner" and versus[1].startswith("tied (p ") and versus[2].startswith("worse (p 0.0")
+    assert pd.isna(versus[3]) and board["note"].iloc[3] == leaderboard.NO_SEEDS
+    assert list(board.columns[:9]) == ["variant", "val/acc", "val/acc ±95%", "test/acc", "test/acc ±95%",
+                                       "test/f1", "test/f1 ±95%", "n", "vs winner"]
+    lines = board.attrs["headlines"]
+    assert lines[0].startswith("Ranked and chosen on the mean over seeds of val/acc (higher is better")
+    assert any(line.startswith("Welch's t-test on 3 seeds per variant, Holm-corrected against the winner;")
+               for line in lines)
+    assert "Not distinguishable from the winner bigru on val/acc: bilstm." in lines
+
+    md = leaderboard.to_markdown("jv", board)
+    assert "| bigru | 0.9810 ± 0.0025 | 0.9600 ± 0.0248 | 0.9600 | 3 | winner |" in md
+    assert "±95%" not in md.split("\n")[-7]  # the header names the mean; the cell shows both
+    console = Console(width=100, record=True)  # too narrow for every column: numbers stay whole
+    console.print(leaderboard.to_rich("jv", board, width=100))
+    text = console.export_text()
+    assert "0.9810 ± 0.0025" in text and "worse (p 0.00" in text and "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "test/f1, params, time (s), trials: in the CSV and Markdown reports" in text.replace("\n", " ")
+    leaderboard.write({"jv": board}, tmp_path / "reports")
+    csv = pd.read_csv(tmp_path / "reports" / "leaderboard_jv.csv")
+    assert csv["val/acc ±95%"].iloc[0] == pytest.approx(board["val/acc ±95%"].iloc[0])
+
+
+def test_seed_repeats_of_a_lower_is_better_metric_and_single_seeds(tmp_path):
+    board = _store(tmp_path, {
+        "lstm": {"val/mae": 20.0, "test/mae": 19.0, **_seeds("val/mae", [19.0]), **_seeds("test/mae", [18.0])},
+        "gru": {"val/mae": 18.0, "test/mae": 17.0, **_seeds("val/mae", [21.0]), **_seeds("test/mae", [16.0])},
+    }, {"val/mae": 25.0, "test/mae": 24.0}, task="forecasting")
+    assert board["variant"].tolist() == ["lstm", "gru", "(majority class)"]  # lower val mean first
+    assert board["vs winner"].tolist()[:2] == ["winner", "not tested: the winner has 1 seed"]
+    assert board["val/mae ±95%"].iloc[:2].isna().all()
+    assert any("1 seed per variant: no test of val/mae" in line for line in board.attrs["headlines"])
+    assert "| lstm | 19.00 | 18.00 |" in leaderboard.to_markdown("jv", board)
+
+
+def test_without_seed_repeats_the_board_keeps_its_columns(tmp_path):
+    board = _store(tmp_path, {"lstm": {"val/acc": 0.9, "val/loss": 0.3, "test/acc": 0.91, "test/f1": 0.9}},
+                   {"val/acc": 0.1, "test/acc": 0.1, "test/f1": 0.1})
+    assert list(board.columns) == ["variant", "val/acc", "test/acc", "test/f1", "params", "time (s)",
+                                   "trials", "note", "best hyperparameters", "run_id"]
+    assert not any("seed" in line for line in board.attrs["headlines"])
+    assert leaderboard.score_text(board, leaderboard.winner(board), "val/acc") == "0.9"
