@@ -10,7 +10,7 @@ PRESET ?= quick
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rnnbench-installed
 
-.PHONY: install lock run test test-integration bench bench-smoke clean
+.PHONY: install lock run test test-integration bench bench-smoke bench-e2e clean
 
 # pip's and setuptools' chatter goes to a log, shown only when a step fails
 PIP_LOG := $(VENV)/pip-install.log
@@ -91,6 +91,12 @@ bench-smoke: install
 	$(BIN)/python -m benchmarks.step_overhead --smoke
 	$(BIN)/python -m benchmarks.data_path --smoke
 	$(BIN)/python -m benchmarks.gpu --smoke
+	$(BIN)/python -m benchmarks.sweep_scaling --smoke
+
+# Whole benchmarks, timed end to end: the quick preset's sweeps side by side vs one after
+# another (about 15 minutes on 2 cores; result in benchmarks/results/sweep_scaling.json).
+bench-e2e: install
+	$(BIN)/python -m benchmarks.sweep_scaling --preset $(PRESET)
 
 clean:
 	rm -rf $(VENV) .rnnbench .pytest_cache

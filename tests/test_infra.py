@@ -328,3 +328,33 @@ def test_no_secret_values_are_committed_to_k8s():
                     assert "value" not in env, f"{path.name}: {env['name']} has a literal value"
         if doc["kind"] == "ConfigMap":
             assert not any(SECRET_NAME.search(k) for k in doc["data"]), f"{path.name}: secret in a ConfigMap"
+
+
+def test_ray_cluster_config_starts_nodes_as_the_readme_does():
+    """infra/ray-cluster.yaml (Ray's launcher, on-premise machines): the head runs no trials,
+    every node uses the cluster's token from a file, the install is torch then the lock, and
+    no token or credential is committed."""
+    config = yaml.safe_load((INFRA / "ray-cluster.yaml").read_text())
+    assert config["provider"]["type"] == "local" and config["provider"]["worker_ips"]
+    assert config["max_workers"] == len(config["provider"]["worker_ips"])
+    readme = (ROOT / "README.md").read_text()
+    head = " ".join(config["head_start_ray_commands"])
+    workers = " ".join(config["worker_start_ray_commands"])
+    assert "ray start --head" in head and "--num-cpus 0" in head and "--num-cpus 0" in readme
+    assert "ray start --address" in workers and "--num-cpus 0" not in workers
+    for command in (head, workers):
+        assert "RAY_AUTH_MODE=token" in command and "RAY_AUTH_TOKEN_PATH=/etc/rnnbench/ray-token" in command
+        assert "--disable-usage-stats" in command
+    assert "/etc/rnnbench/ray-token" in config["file_mounts"]
+    setup = config["setup_commands"]
+    torch_step = next(i for i, c in enumerate(setup) if "torch==" in c)
+    lock_step = next(i for i, c in enumerate(setup) if "requirements.lock" in c)
+    assert torch_step < lock_step
+    makefile_torch = re.search(r"^TORCH_SPEC \?= (torch==\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert makefile_torch in setup[torch_step]
+    for mounted in config["file_mounts"].values():
+        if mounted.startswith("./"):
+            assert (ROOT / mounted).exists(), mounted
+    text = (INFRA / "ray-cluster.yaml").read_text()
+    assert not URL_CREDENTIALS.search(text)
+    assert not re.search(r"(?i)(password|token|secret)\s*[:=]\s*['\"]?[A-Za-z0-9]{12,}", text)

@@ -1,0 +1,86 @@
+"""Sweep scaling: a benchmark's sweeps side by side (the default) vs one after another.
+
+Runs ``rnnbench run`` twice on the same preset from the same prepared data, once with
+``max_concurrent_sweeps = 1`` (one after another, as before sweeps ran side by side) and once
+as shipped (as many sweeps as the Ray instance has trial slots, plus one), and prints the
+ratio of their wall-clock times (target: side by side at least 1.3x faster). Each side is a
+whole benchmark (Prefect, Ray, MLflow, every sweep), so one pair takes about as long as two
+quick benchmarks (about 15 minutes on 2 cores); the sides alternate when ``--repeats`` > 1.
+``--smoke`` runs the test preset (2 sweeps of 2 tiny trials).
+
+Usage: python -m benchmarks.sweep_scaling [--preset quick] [--repeats 1] [--smoke]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+from benchmarks.common import finish, parser, report, spread
+
+ROOT = Path(__file__).resolve().parents[1]
+RNNBENCH = str(Path(sys.executable).parent / "rnnbench")
+TARGET = 1.3
+
+
+def preset_text(preset: str) -> str:
+    path = Path(preset) if preset.endswith(".toml") else ROOT / "flows" / "presets" / f"{preset}.toml"
+    return path.read_text()
+
+
+def one_after_another(text: str) -> str:
+    assert "[budget]" in text and "max_concurrent_sweeps" not in text
+    return text.replace("[budget]", "[budget]\nmax_concurrent_sweeps = 1", 1)
+
+
+def run(preset: Path, home: Path, data: Path) -> float:
+    home.mkdir(parents=True)
+    (home / "data").symlink_to(data)  # the same prepared artifacts: only the sweeps differ
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "RAY_ADDRESS"))}
+    env.update(RNNBENCH_HOME=str(home), COLUMNS="120")
+    start = time.perf_counter()
+    done = subprocess.run([RNNBENCH, "run", "--preset", str(preset)], env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"rnnbench run failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    return elapsed
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--repeats", type=int, default=1)
+    args = p.parse_args()
+    preset = str(ROOT / "tests" / "presets" / "tiny.toml") if args.smoke else args.preset
+    text = preset_text(preset)
+    with tempfile.TemporaryDirectory(prefix="rnnbench-sweep-scaling-") as tmp:
+        root = Path(tmp)
+        sides = {"one_after_another": root / "sequential.toml", "side_by_side": root / "side_by_side.toml"}
+        sides["one_after_another"].write_text(one_after_another(text))
+        sides["side_by_side"].write_text(text)
+        data = root / "data"
+        env = {**os.environ, "RNNBENCH_HOME": str(root / "prepare")}
+        names = tomllib.loads(text).get("datasets") or []
+        subprocess.run([RNNBENCH, "prepare", *names], env=env, check=True, capture_output=True)
+        shutil.move(str(root / "prepare" / "data"), data)
+        times: dict[str, list[float]] = {name: [] for name in sides}
+        for round_ in range(args.repeats):
+            order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
+            for name in order:
+                times[name].append(run(sides[name], root / f"{name}-{round_}", data))
+                print(f"  {name}: {times[name][-1]:.1f} s", flush=True)
+    ratio = spread(times["one_after_another"])["median"] / spread(times["side_by_side"])["median"]
+    note = (f"{Path(preset).stem}: one after another {spread(times['one_after_another'])['median']:.0f} s, "
+            f"side by side {spread(times['side_by_side'])['median']:.0f} s (median of {args.repeats})")
+    ok = report("sweep_scaling", ratio, ">=", TARGET, note, raw=times, smoke=args.smoke)
+    finish(ok, args.smoke)
+
+
+if __name__ == "__main__":
+    main()
