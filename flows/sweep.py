@@ -15,6 +15,7 @@ with its own Tune experiment and its own trainable (Tune registers trainables by
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import sys
@@ -217,9 +218,12 @@ def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: di
         tune.with_parameters(trial, dataset=dataset, variant=req.variant, task=req.task),
         {"cpu": b.cpus_per_trial, "gpu": b.gpus_per_trial})
     path = req.tune_path
-    if tune.Tuner.can_restore(path):
+    if tune.Tuner.can_restore(path) and _has_trials(path):
         return tune.Tuner.restore(path, trainable, resume_errored=True)
-    storage.delete(path)  # interrupted before Tune saved any state: nothing to resume
+    # interrupted before Tune saved any state, or before it created its first trial (its
+    # searcher's saved state then restores to nothing but configs without the search space,
+    # seen when a sweep side by side was stopped as it started): nothing to resume
+    storage.delete(path)
     context = {
         "seed": b.seed, "max_epochs": b.max_epochs, "tracking_uri": req.settings.tracking_uri,
         "experiment_id": req.experiment_id, "parent_run_id": sweep_run_id, "tags": tags,
@@ -249,6 +253,15 @@ def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: di
             failure_config=FailureConfig(max_failures=1),
         ),
     )
+
+
+def _has_trials(path: str) -> bool:
+    """Whether Tune's newest saved experiment state at ``path`` holds any trial."""
+    states = sorted(f for f in storage.listing(path)
+                    if "/" not in f and f.startswith("experiment_state-") and f.endswith(".json"))
+    if not states:
+        return False
+    return bool(json.loads(storage.read_bytes(f"{path}/{states[-1]}")).get("trial_data"))
 
 
 def _fit(tuner: tune.Tuner):
@@ -315,6 +328,7 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
         tuner = _tuner(req, dataset, sweep_run_id, tags)
         grid = _fit(tuner)
         _record_verdicts(req, sweep_run_id, grid)
+        _backfill(req, sweep_run_id, grid)
         ok = [r for r in grid if r.error is None and r.metrics and metric in r.metrics]
         if not ok:
             first_error = next((r.error for r in grid if r.error is not None), None)
@@ -396,6 +410,26 @@ def _record_verdicts(req: SweepRequest, sweep_run_id: str, grid, only_done: bool
                               {"rnnbench.epochs": epochs,
                                "rnnbench.stopped_early": str(epochs < req.budget.max_epochs).lower()})
             tracking.finish(uri, trial_run.info.run_id, "FAILED" if result.error else "FINISHED")
+
+
+def _backfill(req: SweepRequest, sweep_run_id: str, grid) -> None:
+    """Fill each trial run's curves from Tune's results where the tracking server missed
+    epochs (it was away while the trials trained on; see flows.trial.TrialLogger)."""
+    uri = req.settings.tracking_uri
+    for result in grid:
+        frame = result.metrics_dataframe
+        trial_id = (result.metrics or {}).get("trial_id")
+        if frame is None or frame.empty or not trial_id or "training_iteration" not in frame:
+            continue
+        trial_run = tracking.find_child(uri, req.experiment_id, sweep_run_id, {"rnnbench.trial_id": trial_id})
+        if trial_run is None:
+            continue
+        rows = [{**row, "epoch": int(row["training_iteration"]) - 1}
+                for row in frame.to_dict(orient="records")]
+        keys = [k for k in req.task.report_metrics if k in frame.columns]
+        added = tracking.backfill_metrics(uri, trial_run.info.run_id, rows, keys)
+        if added:
+            tracking.set_tags(uri, trial_run.info.run_id, {"rnnbench.backfilled_points": added})
 
 
 def summary_from_run(run) -> dict[str, Any]:

@@ -13,10 +13,12 @@ import threading
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+
+T = TypeVar("T")
 
 ROLE = "rnnbench.role"
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
@@ -103,6 +105,44 @@ def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step:
     now = int(time.time() * 1000)
     client(tracking_uri).log_batch(
         run_id, metrics=[Metric(k, float(v), now, step) for k, v in sorted(metrics.items())])
+
+
+def patiently(call: Callable[..., T], *args, deadline_s: float = 120.0, **kwargs) -> T:
+    """``call(*args, **kwargs)``, tried again for up to ``deadline_s`` while the tracking server
+    is away (a restart, a network blip): what a trial must record at its start and end is
+    worth waiting for, where a metric in the middle is not (see flows.trial.TrialLogger)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            if time.monotonic() > deadline or not _unreachable(exc):
+                raise
+            time.sleep(2.0)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    return any(s in text for s in ("Connection", "connection", "Max retries", "timed out", "Timeout",
+                                   "503", "502", "504", "API request to"))
+
+
+def backfill_metrics(tracking_uri: str, run_id: str, rows: list[dict[str, float]], keys: list[str]) -> int:
+    """Log the (metric, epoch) points of ``rows`` (one per epoch, ``epoch`` 0-based) that the
+    run does not hold yet; returns how many. Tune's own results are the record a trial's
+    MLflow run is filled from when the tracking server missed some of its epochs."""
+    c = client(tracking_uri)
+    missing: list[Metric] = []
+    now = int(time.time() * 1000)
+    for key in keys:
+        have = {m.step for m in c.get_metric_history(run_id, key)}
+        for row in rows:
+            value = row.get(key)
+            if value is not None and int(row["epoch"]) not in have and value == value:
+                missing.append(Metric(key, float(value), now, int(row["epoch"])))
+    for start in range(0, len(missing), 1000):
+        c.log_batch(run_id, metrics=missing[start:start + 1000])
+    return len(missing)
 
 
 def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import platform
+import queue
+import threading
+import time
 from contextlib import nullcontext
 from typing import Any
 
@@ -26,12 +29,60 @@ CHECKPOINT_FILE = "checkpoint.ckpt"
 
 
 class TrialLogger(MLFlowLogger):
-    """Lightning's MLflow logger, minus ending the run: the sweep gives each trial run its
-    final status from Tune's verdict, and a trial stopped by the scheduler must not race it
-    by marking its own run FAILED on the way out."""
+    """Lightning's MLflow logger for a trial, with two differences:
+
+    - Metrics are sent by a background thread, one epoch's batch at a time, with the epoch as
+      their step: a tracking server that is away (a restart) costs training nothing. A batch
+      the server did not take is dropped; the sweep fills the gap from Tune's results when the
+      trial has ended (``flows.tracking.backfill_metrics``).
+    - It never ends the run: the sweep gives each trial run its final status from Tune's
+      verdict, and a trial stopped by the scheduler must not race it by marking its own run
+      FAILED on the way out.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._outbox: "queue.Queue[list | None]" = queue.Queue()
+        self._sender = threading.Thread(target=self._send, name="rnnbench-trial-metrics", daemon=True)
+        self._sender.start()
+
+    def _send(self) -> None:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self._tracking_uri)
+        while (batch := self._outbox.get()) is not None:
+            try:
+                client.log_batch(self.run_id, metrics=batch)
+            except Exception:  # missed: backfilled from Tune's results (see above)
+                pass
+            finally:
+                self._outbox.task_done()
+        self._outbox.task_done()
+
+    def log_metrics(self, metrics, step=None) -> None:
+        from mlflow.entities import Metric
+
+        epoch = int(metrics.get("epoch", step or 0))
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()
+                 if k != "epoch" and not isinstance(v, str)]
+        self._outbox.put(batch)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait (at most ``timeout_s``) for the metrics still queued; what is left is backfilled."""
+        deadline = time.monotonic() + timeout_s
+        while self._outbox.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def finalize(self, status: str = "success") -> None:
         """Leave the run open: its final status comes from the sweep (see above)."""
+        self.flush()
+
+    def close(self) -> None:
+        """Send what is queued (within the flush's limit) and stop the sender thread (an actor
+        that Tune reuses runs many trials)."""
+        self.flush()
+        self._outbox.put(None)
 
 
 class LogParams(pl.Callback):
@@ -41,9 +92,9 @@ class LogParams(pl.Callback):
         self.tracking_uri, self.run_id, self.hparams = tracking_uri, run_id, hparams
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not tracking.has_param(self.tracking_uri, self.run_id, "n_params"):  # not on a restart
-            tracking.log_params(self.tracking_uri, self.run_id,
-                                {**self.hparams, "n_params": pl_module.n_params})
+        if not tracking.patiently(tracking.has_param, self.tracking_uri, self.run_id, "n_params"):
+            tracking.patiently(tracking.log_params, self.tracking_uri, self.run_id,
+                               {**self.hparams, "n_params": pl_module.n_params})  # not on a restart
 
 
 def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
@@ -81,11 +132,11 @@ def train_trial(config: dict[str, Any], dataset: PreparedData, variant: Variant,
     trial_id = tune.get_context().get_trial_id()
     uri = ctx["tracking_uri"]
     precision = precision_for(ctx.get("precision", "32"), ctx["accelerator"])
-    run_id = tracking.open_trial_run(
-        uri, ctx["experiment_id"], ctx["parent_run_id"], trial_id,
+    run_id = tracking.patiently(
+        tracking.open_trial_run, uri, ctx["experiment_id"], ctx["parent_run_id"], trial_id,
         name=f"{variant.name}-{trial_id}",
         tags={**ctx["tags"], **where_it_runs(ctx["accelerator"]), "rnnbench.precision": precision})
-    tracking.dataset_input(uri, run_id, dataset.manifest)  # every training run names its data version
+    tracking.patiently(tracking.dataset_input, uri, run_id, dataset.manifest)  # its data version
     logger = TrialLogger(tracking_uri=uri, run_id=run_id)
     report = TuneReportCheckpointCallback(metrics=task.report_metrics, filename=CHECKPOINT_FILE,
                                           on="validation_end")
@@ -100,7 +151,9 @@ def train_trial(config: dict[str, Any], dataset: PreparedData, variant: Variant,
     except SystemExit:
         raise  # tune.report's way of ending a trial the scheduler stopped; the sweep records it
     except BaseException as exc:
-        tracking.set_tags(uri, run_id, {"rnnbench.error": f"{type(exc).__name__}: {exc}"[:4000]})
-        tracking.finish(uri, run_id, "FAILED")
+        tracking.patiently(tracking.set_tags, uri, run_id, {"rnnbench.error": f"{type(exc).__name__}: {exc}"[:4000]})
+        tracking.patiently(tracking.finish, uri, run_id, "FAILED")
         raise
-    tracking.finish(uri, run_id, "FINISHED")
+    finally:
+        logger.close()
+    tracking.patiently(tracking.finish, uri, run_id, "FINISHED")
