@@ -156,7 +156,7 @@ class Cluster:
 
     def start_mlflow(self) -> None:
         db = self.root / "mlflow"
-        db.mkdir()
+        db.mkdir(exist_ok=True)  # a restart keeps its store
         args = [str(BIN / "mlflow"), "server", "--host", MLFLOW_IP, "--port", str(self.mlflow_port),
                 "--backend-store-uri", f"sqlite:///{db / 'mlflow.db'}",
                 "--artifacts-destination", str(db / "artifacts"), "--workers", "1",
@@ -177,6 +177,11 @@ class Cluster:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.procs.clear()
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
 
     def kill(self, name: str) -> None:
         """A node lost at once, as when its machine dies."""
@@ -366,6 +371,45 @@ def test_a_killed_driver_is_resumed_from_the_shared_storage_by_the_same_command(
     assert {r.info.status for r in after} == {"FINISHED"}
     assert {t: len(client.get_metric_history(r.info.run_id, "val/loss")) for t, r in
             ((r.data.tags["rnnbench.trial_id"], r) for r in after) if t in finished} == history
+
+
+def test_training_goes_on_while_the_tracking_server_is_away_and_no_epoch_is_missing(cluster):
+    """The MLflow server stops for 30 s mid-sweep: no trial fails or waits for it, and once it
+    is back every trial run holds every epoch (filled from Tune's own results)."""
+    epochs = 300
+    preset = PRESET.format(variants='"gru"', samples=2, epochs=epochs, concurrent=2, cpus=1)
+    path = cluster.root / "outage.toml"
+    path.write_text(preset)
+    env = {**cluster.env, "RNNBENCH_HOME": str(cluster.home), "COLUMNS": "200"}
+    client = cluster.client()
+    proc = subprocess.Popen(cluster.run_args(path), env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            runs = _trial_runs(client, "outage")
+            if len(runs) == 2 and all(len(client.get_metric_history(r.info.run_id, "val/loss")) >= 2 for r in runs):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the trials never logged two epochs")
+        cluster.stop("mlflow")
+        time.sleep(30)
+        assert proc.poll() is None, "the run must not fail while the tracking server is away"
+        cluster.start_mlflow()
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-4000:]
+    runs = _trial_runs(cluster.client(), "outage")
+    assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 2
+    for run in runs:
+        steps = sorted(m.step for m in cluster.client().get_metric_history(run.info.run_id, "val/loss"))
+        assert steps == list(range(epochs)), f"{run.info.run_name}: {len(steps)} of {epochs} epochs"
+    assert any(int(r.data.tags.get("rnnbench.backfilled_points", 0)) > 0 for r in runs), \
+        "the outage fell while the trials trained, so some epochs had to be filled in"
 
 
 def test_a_killed_worker_node_costs_its_trial_a_restart_from_its_checkpoint(cluster):
