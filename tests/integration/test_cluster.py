@@ -323,7 +323,7 @@ def test_a_killed_driver_is_resumed_from_the_shared_storage_by_the_same_command(
     lock file is involved); the same command run again resumes the sweep from the shared
     storage: the finished trial is not retrained, one MLflow run per trial, the same trial
     count as an uninterrupted run."""
-    epochs = 150  # long enough that the third trial is still running 12 s after the first ends
+    epochs = 300  # long enough that the third trial is still running 12 s after the first ends
     preset = PRESET.format(variants='"gru"', samples=3, epochs=epochs, concurrent=2, cpus=1)
     path = cluster.root / "driverkill.toml"
     path.write_text(preset)
