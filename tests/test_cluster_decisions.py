@@ -128,4 +128,3 @@ def test_interrupting_sweeps_stops_one_running_in_a_thread_and_one_about_to_star
     late.join(5)
     tune_threads.allow_sweeps()
     assert seen == {"running": True, "late": True}
-    assert not tune_threads.this_sweep_interrupted()  # this thread ran no sweep

@@ -200,7 +200,7 @@ def test_many_series_run_end_to_end_with_per_series_scores_and_a_served_model(
                       .replace("max_concurrent_trials = 2", "max_concurrent_trials = 1"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = benchmark(preset_path=str(preset), datasets=["shops"], variants=["gru"],
-                       experiment="shops", tracking_uri=uri)
+                       experiment="shops", tracking_uri=uri, home=str(state_home))
     board = result["boards"]["shops"]
     assert board["variant"].tolist() == ["gru", "(seasonal naive (lag 7))"]
     for col in ("test/series_mae", "test/series_mase", "test/beats_naive"):
