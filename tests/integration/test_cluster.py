@@ -202,9 +202,22 @@ class Cluster:
     def run(self, preset: str, timeout: float = 900, env: dict | None = None):
         path = self.root / f"preset-{secrets.token_hex(4)}.toml"
         path.write_text(preset)
-        full = {**self.env, "RNNBENCH_HOME": str(self.home), "COLUMNS": "200", **(env or {})}
+        full = {**self.driver_env, **(env or {})}
         return subprocess.run(self.run_args(path), env=full, capture_output=True, text=True,
                               timeout=timeout)
+
+    @property
+    def driver_env(self) -> dict[str, str]:
+        return {**self.env, "RNNBENCH_HOME": str(self.home), "COLUMNS": "200"}
+
+    def start(self, name: str, preset: str) -> tuple[Path, subprocess.Popen]:
+        """``rnnbench run`` in the background with a preset named ``name`` (its runs are
+        tagged ``preset=name``), in a session of its own."""
+        path = self.root / f"{name}.toml"
+        path.write_text(preset)
+        proc = subprocess.Popen(self.run_args(path), env=self.driver_env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        return path, proc
 
     def client(self) -> MlflowClient:
         return MlflowClient(self.tracking_uri)
@@ -287,7 +300,7 @@ def test_cluster_refusals_come_before_any_run(cluster):
     small = PRESET.format(variants='"gru"', samples=1, epochs=1, concurrent=1, cpus=1)
     path = cluster.root / "small.toml"
     path.write_text(small)
-    env = {**cluster.env, "RNNBENCH_HOME": str(cluster.home), "COLUMNS": "200"}
+    env = cluster.driver_env
     rnnbench = str(BIN / "rnnbench")
     no_storage = subprocess.run([rnnbench, "run", "--preset", str(path), "--ray-address", cluster.address,
                                  "--tracking-uri", cluster.tracking_uri], env=env,
@@ -323,14 +336,12 @@ def test_a_killed_driver_is_resumed_from_the_shared_storage_by_the_same_command(
     lock file is involved); the same command run again resumes the sweep from the shared
     storage: the finished trial is not retrained, one MLflow run per trial, the same trial
     count as an uninterrupted run."""
-    epochs = 300  # long enough that the third trial is still running 12 s after the first ends
-    preset = PRESET.format(variants='"gru"', samples=3, epochs=epochs, concurrent=2, cpus=1)
-    path = cluster.root / "driverkill.toml"
-    path.write_text(preset)
-    env = {**cluster.env, "RNNBENCH_HOME": str(cluster.home), "COLUMNS": "200"}
+    # one trial at a time, each long enough that the second is still training 12 s after the
+    # first has ended, however idle the machine
+    epochs = 500
+    preset = PRESET.format(variants='"gru"', samples=3, epochs=epochs, concurrent=1, cpus=1)
+    path, proc = cluster.start("driverkill", preset)
     client = cluster.client()
-    proc = subprocess.Popen(cluster.run_args(path), env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
         finished_at = None
@@ -361,7 +372,8 @@ def test_a_killed_driver_is_resumed_from_the_shared_storage_by_the_same_command(
     from flows import tracking
 
     time.sleep(tracking.STALE_AFTER_S + 1)  # the dead driver's heartbeat goes stale
-    again = subprocess.run(cluster.run_args(path), env=env, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cluster.run_args(path), env=cluster.driver_env, capture_output=True, text=True,
+                           timeout=600)
     out = again.stdout + again.stderr
     assert again.returncode == 0, out[-4000:]
     assert "resuming unfinished benchmark run" in out
@@ -378,12 +390,8 @@ def test_training_goes_on_while_the_tracking_server_is_away_and_no_epoch_is_miss
     is back every trial run holds every epoch (filled from Tune's own results)."""
     epochs = 300
     preset = PRESET.format(variants='"gru"', samples=2, epochs=epochs, concurrent=2, cpus=1)
-    path = cluster.root / "outage.toml"
-    path.write_text(preset)
-    env = {**cluster.env, "RNNBENCH_HOME": str(cluster.home), "COLUMNS": "200"}
+    _, proc = cluster.start("outage", preset)
     client = cluster.client()
-    proc = subprocess.Popen(cluster.run_args(path), env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -418,11 +426,7 @@ def test_a_killed_worker_node_costs_its_trial_a_restart_from_its_checkpoint(clus
     module: the cluster has one worker left afterwards.)"""
     epochs = 30
     preset = PRESET.format(variants='"gru"', samples=2, epochs=epochs, concurrent=2, cpus=1)
-    path = cluster.root / "kill.toml"
-    path.write_text(preset)
-    env = {**cluster.env, "RNNBENCH_HOME": str(cluster.home), "COLUMNS": "200"}
-    proc = subprocess.Popen(cluster.run_args(path), env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    _, proc = cluster.start("kill", preset)
     try:
         client = cluster.client()
         deadline = time.monotonic() + 300
