@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt,
-                      ValidationError, field_validator)
+                      ValidationError, field_validator, model_validator)
 
 from datamodules.errors import DataError
 from flows.settings import Settings
@@ -90,6 +90,20 @@ class Budget(BaseModel):
     # as keep the cluster's CPUs (or GPUs) busy, plus one starting up
     max_concurrent_sweeps: Optional[PositiveInt] = None
     precision: Literal["32", "bf16-mixed"] = "32"  # bf16-mixed: on GPUs that support it
+    # > 1: each trial trains data-parallel (DDP) on this many Ray Train workers, each holding
+    # cpus_per_trial CPUs and gpus_per_trial GPUs (per worker, then)
+    workers_per_trial: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _ddp_gpus(self) -> "Budget":
+        gpus = self.gpus_per_trial
+        if self.workers_per_trial > 1 and gpus and gpus != int(gpus):
+            raise ValueError(
+                f"workers_per_trial={self.workers_per_trial} with gpus_per_trial={gpus:g}: two "
+                "data-parallel workers of one trial would share a GPU, which NCCL refuses "
+                "('Duplicate GPU'); give each worker whole GPUs (gpus_per_trial = 1) or train "
+                "each trial on one worker (workers_per_trial = 1) to pack trials onto a GPU")
+        return self
 
 
 class Preset(BaseModel):
@@ -263,9 +277,11 @@ def _custom_variants(preset: Preset) -> dict[str, Variant]:
 def check_resources(preset: Preset, ray_address: str | None) -> None:
     """A preset that needs GPUs is refused up front on a machine without one (Ray would wait
     for them forever); on a cluster (``ray_address``) Ray knows its own resources."""
-    if not ray_address and preset.budget.cpus_per_trial > (os.cpu_count() or 1):
+    b = preset.budget
+    if not ray_address and b.cpus_per_trial * b.workers_per_trial > (os.cpu_count() or 1):
+        each = f"{b.workers_per_trial} workers x " if b.workers_per_trial > 1 else ""
         raise PlanError(
-            f"preset {preset.name!r} asks for cpus_per_trial={preset.budget.cpus_per_trial:g} but "
+            f"preset {preset.name!r} asks for {each}cpus_per_trial={b.cpus_per_trial:g} but "
             f"this machine has {os.cpu_count()} CPUs; lower it in a copy of the preset")
     if preset.budget.gpus_per_trial > 0 and not ray_address:
         import torch
@@ -275,6 +291,11 @@ def check_resources(preset: Preset, ray_address: str | None) -> None:
                 f"preset {preset.name!r} asks for gpus_per_trial={preset.budget.gpus_per_trial} "
                 "but this machine has no GPU; run it on a GPU machine or a Ray cluster "
                 "(--ray-address), or copy it with gpus_per_trial = 0")
+        if b.gpus_per_trial * b.workers_per_trial > torch.cuda.device_count():
+            raise PlanError(
+                f"preset {preset.name!r} trains each trial on {b.workers_per_trial} workers x "
+                f"gpus_per_trial={b.gpus_per_trial:g}, but this machine has "
+                f"{torch.cuda.device_count()} GPUs; lower workers_per_trial in a copy of the preset")
 
 
 def check_cluster(plan: "Plan") -> None:
@@ -282,13 +303,13 @@ def check_cluster(plan: "Plan") -> None:
     cluster must let this process in, and some node must be able to hold one trial; all
     refused in seconds rather than after the first trial, or never (Ray waits for resources
     that no node has)."""
-    settings, budget = plan.settings, plan.preset.budget
+    settings = plan.settings
     if settings.storage_is_default:
         raise PlanError(
             f"--ray-address {settings.ray_address} runs trials on other machines, which cannot "
             f"write checkpoints to this machine's {settings.tune_root}; pass --storage with a "
             "folder every node mounts (e.g. /mnt/shared/rnnbench) or a bucket (s3://bucket/rnnbench)")
-    from flows.sweep import RayAuthError, cluster_nodes, start_ray
+    from flows.sweep import RayAuthError, cluster_nodes, node_types, start_ray
 
     try:
         start_ray(settings, plan.packages())
@@ -297,16 +318,40 @@ def check_cluster(plan: "Plan") -> None:
     except ConnectionError as exc:
         raise ServiceUnavailable(f"cannot join the Ray cluster at {settings.ray_address} ({exc}); "
                                  "is `ray start --head` running there?") from None
-    nodes = cluster_nodes()
+    check_placement(plan.preset, cluster_nodes(), node_types(), settings.ray_address)
+
+
+def check_placement(preset: Preset, nodes: list[dict[str, float]],
+                    types: list[tuple[dict[str, float], int]], where: str) -> None:
+    """Some node (or node type the autoscaler may add) must hold one trial's worker, and the
+    cluster at its largest must hold all ``workers_per_trial`` of a data-parallel trial at
+    once; otherwise Ray would wait for resources that never come."""
+    budget = preset.budget
     wanted = {"CPU": budget.cpus_per_trial, "GPU": budget.gpus_per_trial}
+    shapes = [*nodes, *(shape for shape, _ in types)]
+    seen = ", ".join([*(_node_text(n) for n in nodes),
+                      *(f"{_node_text(t)} (autoscaled, up to {'any' if n < 0 else n})" for t, n in types)])
+    per = " per worker" if budget.workers_per_trial > 1 else ""
     for resource, amount in wanted.items():
-        most = max((n.get(resource, 0.0) for n in nodes), default=0.0)
+        most = max((n.get(resource, 0.0) for n in shapes), default=0.0)
         if amount > 0 and amount > most:
             raise PlanError(
-                f"preset {plan.preset.name!r} asks for {resource.lower()}s_per_trial={amount:g}, but "
-                f"the largest node of the Ray cluster at {settings.ray_address} has {most:g} "
-                f"(nodes and autoscaling node types: {', '.join(_node_text(n) for n in nodes) or 'none'}); "
+                f"preset {preset.name!r} asks for {resource.lower()}s_per_trial={amount:g}{per}, "
+                f"but the largest node of the Ray cluster at {where} has {most:g} "
+                f"(nodes and autoscaling node types: {seen or 'none'}); "
                 f"lower {resource.lower()}s_per_trial in a copy of the preset or add such a node")
+    if budget.workers_per_trial > 1:
+        def holds(shape: dict[str, float]) -> int:
+            return int(min(shape.get(r, 0.0) // a for r, a in wanted.items() if a > 0))
+
+        room = sum(holds(n) for n in nodes) + sum(
+            10**6 if count < 0 else holds(shape) * count for shape, count in types)
+        if room < budget.workers_per_trial:
+            raise PlanError(
+                f"preset {preset.name!r} trains each trial on workers_per_trial="
+                f"{budget.workers_per_trial} workers of {_node_text(wanted)}, but the Ray cluster at "
+                f"{where} can place {room} such workers at once ({seen or 'no nodes'}); lower "
+                "workers_per_trial in a copy of the preset or add nodes")
 
 
 def _node_text(resources: dict[str, float]) -> str:

@@ -41,11 +41,13 @@ from flows.quiet import silence
 from flows.settings import Settings
 from flows.signals import stop_like_ctrl_c
 from flows.training import PreparedData, build_module, evaluate, load_weights
-from flows.trial import CHECKPOINT_FILE, CONTEXT_KEY, hyperparameters, train_trial
+from flows.trial import CHECKPOINT_FILE, CONTEXT_KEY, hyperparameters, train_ddp_trial, train_trial
 from modules.tasks import Task
 from modules.variants import Variant
 
 SWEEP_KEY = "rnnbench.sweep"
+DDP_DRIVER_MEMORY = 128 * 1024**2  # bytes reserved by a data-parallel trial's own (driving) actor
+TRAIN_STATE = "train"  # below a sweep's Tune folder: Ray Train's runs of its data-parallel trials
 # Packages every Ray worker imports; shipped to a cluster's nodes in the runtime environment.
 PROJECT_PACKAGES = ("flows", "modules", "datamodules")
 # Credentials the trials' MLflow client needs, forwarded from the driver's environment when set
@@ -60,7 +62,10 @@ WORKER_ENV = {"PYTHONWARNINGS": "ignore", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"
               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
               # a trial that asked for no GPU must not see the node's GPUs (Ray 2.60 no longer
               # hides them by default)
-              "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1"}
+              "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1",
+              # a data-parallel trial's worker group waits for its resources while other sweeps'
+              # trials hold them (Ray Train gives up after 60 s by default)
+              "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "900"}
 
 
 @dataclass
@@ -190,16 +195,45 @@ def cluster_nodes() -> list[dict[str, float]]:
     return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
 
 
-def sweep_slots(budget: Budget) -> int:
+def node_types() -> list[tuple[dict[str, float], int]]:
+    """The node types an autoscaling cluster declares (resources, most nodes; -1: no limit),
+    as its autoscaler published them in the cluster's state; none on a fixed cluster."""
+    try:
+        config = ray._private.state.state.get_cluster_config()
+    except Exception:  # an older head without the autoscaler's state: fixed nodes only
+        return []
+    if config is None:
+        return []
+    return [({k: float(v) for k, v in group.resources.items()}, int(group.max_count))
+            for group in config.node_group_configs if group.max_count != 0 and group.resources]
+
+
+def worker_slots(budget: Budget, nodes: list[dict[str, float]]) -> int:
+    """How many trial workers (a trial, or one worker of a data-parallel trial) the nodes
+    hold at once, node by node (a worker never spans two nodes)."""
+    wanted = {"CPU": budget.cpus_per_trial, "GPU": budget.gpus_per_trial}
+    return sum(int(min(n.get(r, 0.0) // a for r, a in wanted.items() if a > 0)) for n in nodes)
+
+
+def trials_at_once(budget: Budget, nodes: list[dict[str, float]]) -> int:
+    """Trials of one sweep in flight: the preset's limit, and for data-parallel trials no more
+    than the cluster can place whole (a worker group that cannot start waits, then fails)."""
+    if budget.workers_per_trial == 1:
+        return budget.max_concurrent_trials
+    return max(1, min(budget.max_concurrent_trials, worker_slots(budget, nodes) // budget.workers_per_trial))
+
+
+def sweep_slots(budget: Budget, nodes: list[dict[str, float]] | None = None) -> int:
     """How many sweeps to run side by side when the preset does not say: enough to fill every
     trial slot of the instance (CPUs, or GPUs for GPU trials), plus one, so that a sweep's
-    start-up and the slots ASHA frees are used by another sweep's trials."""
+    start-up and the slots ASHA frees are used by another sweep's trials. Data-parallel trials
+    get no extra sweep: its worker groups would only wait for the others' resources."""
     if budget.max_concurrent_sweeps:
         return budget.max_concurrent_sweeps
-    total = ray.cluster_resources()
-    per_trial = ("GPU", budget.gpus_per_trial) if budget.gpus_per_trial > 0 else ("CPU", budget.cpus_per_trial)
-    trials = int(total.get(per_trial[0], 0.0) // per_trial[1])
-    return max(1, -(-trials // budget.max_concurrent_trials)) + 1
+    nodes = cluster_nodes() if nodes is None else nodes
+    trials = worker_slots(budget, nodes) // budget.workers_per_trial
+    sweeps = max(1, -(-trials // trials_at_once(budget, nodes)))
+    return sweeps if budget.workers_per_trial > 1 else sweeps + 1
 
 
 def stop_ray() -> None:
@@ -210,13 +244,24 @@ def stop_ray() -> None:
 def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: dict[str, str]) -> tune.Tuner:
     b = req.budget
     metric, mode = f"val/{req.task.monitor}", req.task.mode
-    def trial(config, dataset, variant, task):
-        return train_trial(config, dataset, variant, task)
+    ddp = b.workers_per_trial > 1
+    if ddp:  # the trial drives a Ray Train run; its workers hold the resources
+        def trial(config, dataset_ref, manifest, variant, task):
+            return train_ddp_trial(config, dataset_ref[0], manifest, variant, task)
 
+        # the arrays go to the object store once per sweep; each node's workers read them there
+        bound = tune.with_parameters(trial, dataset_ref=[ray.put(dataset)], manifest=dataset.manifest,
+                                     variant=req.variant, task=req.task)
+        # (Tune needs the trial to hold something: a little memory, never a CPU a worker needs)
+        resources = {"cpu": 0, "memory": DDP_DRIVER_MEMORY}
+    else:
+        def trial(config, dataset, variant, task):
+            return train_trial(config, dataset, variant, task)
+
+        bound = tune.with_parameters(trial, dataset=dataset, variant=req.variant, task=req.task)
+        resources = {"cpu": b.cpus_per_trial, "gpu": b.gpus_per_trial}
     trial.__name__ = trial.__qualname__ = req.trainable_name  # see SweepRequest.trainable_name
-    trainable = tune.with_resources(
-        tune.with_parameters(trial, dataset=dataset, variant=req.variant, task=req.task),
-        {"cpu": b.cpus_per_trial, "gpu": b.gpus_per_trial})
+    trainable = tune.with_resources(bound, resources)
     path = req.tune_path
     if tune.Tuner.can_restore(path) and _has_trials(path):
         return tune.Tuner.restore(path, trainable, resume_errored=True)
@@ -231,15 +276,23 @@ def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: di
         # a trial that asked for no GPU trains on the CPU, even on a node that has one
         "accelerator": "gpu" if b.gpus_per_trial > 0 else "cpu",
         "precision": b.precision,
+        # data-parallel trials: Ray Train's workers and where Train keeps their run state
+        "workers": b.workers_per_trial, "cpus_per_worker": b.cpus_per_trial,
+        "gpus_per_worker": b.gpus_per_trial, "train_storage": f"{path}/{TRAIN_STATE}",
+        "metric": metric, "mode": mode,
     }
     return tune.Tuner(
         trainable,
         param_space={**search_space(req.space), CONTEXT_KEY: context},
         tune_config=TuneConfig(
             metric=metric, mode=mode, num_samples=b.num_samples,
-            reuse_actors=True,
+            # a data-parallel trial's actor owns its Train run: ending the actor ends the run
+            reuse_actors=not ddp,
             scheduler=ASHAScheduler(max_t=b.max_epochs, grace_period=min(b.grace_period, b.max_epochs),
-                                    reduction_factor=b.reduction_factor),
+                                    reduction_factor=b.reduction_factor,
+                                    # a data-parallel trial at its last epoch ends by itself (its
+                                    # Train run then shuts down cleanly); stopping it kills its actor
+                                    stop_last_trials=not ddp),
             search_alg=_generator(req),
         ),
         run_config=RunConfig(
@@ -251,6 +304,24 @@ def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: di
             failure_config=FailureConfig(max_failures=1),
         ),
     )
+
+
+def _best_checkpoint(req: SweepRequest, result, metric: str, mode: str):
+    """The best-scoring checkpoint of a trial and the metrics it was saved with: Tune's own,
+    or for a data-parallel trial the one Ray Train kept, whose path Tune got as a metric."""
+    pick = max if mode == "max" else min
+    if result.best_checkpoints:
+        return pick(result.best_checkpoints, key=lambda cm: cm[1][metric])
+    from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
+    frame = result.metrics_dataframe
+    rows = [row for row in ([] if frame is None else frame.to_dict(orient="records"))
+            if isinstance(row.get(CHECKPOINT_PATH_KEY), str) and row.get(metric) == row.get(metric)]
+    if not rows:
+        raise RuntimeError(f"the best trial of {req.dataset}/{req.variant.name} left no checkpoint")
+    row = pick(rows, key=lambda r: r[metric])
+    filesystem, _ = storage.resolve(req.settings.tune_root)
+    return tune.Checkpoint(row[CHECKPOINT_PATH_KEY], filesystem=filesystem), row
 
 
 def _has_trials(path: str) -> bool:
@@ -270,7 +341,7 @@ def _generator(req: SweepRequest) -> BasicVariantGenerator:
     # Tune ignores TuneConfig.max_concurrent_trials (with a warning) when given a generator
     # instance: the generator must carry the limit itself
     generator = BasicVariantGenerator(random_state=req.budget.seed,
-                                      max_concurrent=req.budget.max_concurrent_trials)
+                                      max_concurrent=trials_at_once(req.budget, cluster_nodes()))
     generator._uuid_prefix = req.trainable_name[-5:] + "_"
     return generator
 
@@ -347,8 +418,7 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
                                f"{_root_cause(first_error)}")
         best = grid.get_best_result(metric, mode, scope="all")
         # the checkpoint with the best validation score is the model that gets tested and logged
-        pick = max if mode == "max" else min
-        checkpoint, ckpt_metrics = pick(best.best_checkpoints, key=lambda cm: cm[1][metric])
+        checkpoint, ckpt_metrics = _best_checkpoint(req, best, metric, mode)
         best_val = float(ckpt_metrics[metric])
         hparams = req.task.resolved(hyperparameters(best.config))  # task-level defaults spelled out
         module = build_module(req.variant, req.task, hparams, dataset.data)

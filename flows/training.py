@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -99,12 +99,15 @@ def make_trainer(max_epochs: int = 1, grad_clip: float = 0.0, callbacks: Sequenc
 def fit(hparams: Mapping[str, Any], dataset: PreparedData, variant: Variant, task: Task, *,
         max_epochs: int, seed: int = 0, callbacks: Sequence = (), logger=False,
         ckpt_path: str | Path | None = None, threads: int | None = None,
-        accelerator: str = "cpu", deterministic: bool = False,
-        precision: str | None = None, trainer_kwargs: Mapping[str, Any] | None = None) -> FitResult:
+        accelerator: str = "cpu", devices: int | str = 1, deterministic: bool = False,
+        precision: str | None = None, trainer_kwargs: Mapping[str, Any] | None = None,
+        prepare: Callable[[pl.Trainer], pl.Trainer] | None = None) -> FitResult:
     """Train ``variant`` with ``hparams`` on ``dataset`` for up to ``max_epochs`` epochs.
 
     ``callbacks`` and ``logger`` are where the caller hooks in (Tune's reporting, MLflow);
-    ``ckpt_path`` continues from a Lightning checkpoint."""
+    ``ckpt_path`` continues from a Lightning checkpoint; ``trainer_kwargs`` and ``prepare``
+    (called on the Trainer before it fits) are how Ray Train's data-parallel workers bring
+    their strategy."""
     if threads:
         torch.set_num_threads(int(threads))
     pl.seed_everything(int(seed), workers=True, verbose=False)
@@ -114,8 +117,10 @@ def fit(hparams: Mapping[str, Any], dataset: PreparedData, variant: Variant, tas
                                     seed=int(seed))
     trainer = make_trainer(max_epochs, float(hparams.get("grad_clip", 0.0)),
                            [FailOnNonFiniteLoss(), *callbacks], logger,
-                           accelerator=accelerator, deterministic=deterministic, precision=precision,
-                           **dict(trainer_kwargs or {}))
+                           accelerator=accelerator, devices=devices, deterministic=deterministic,
+                           precision=precision, **dict(trainer_kwargs or {}))
+    if prepare is not None:
+        trainer = prepare(trainer)
     trainer.fit(module, datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return FitResult(module, metrics, int(trainer.current_epoch))

@@ -10,7 +10,7 @@ import platform
 import queue
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from typing import Any
 
 import pytorch_lightning as pl
@@ -26,6 +26,7 @@ from modules.variants import Variant
 
 CONTEXT_KEY = "rnnbench"  # static, non-searched values travel in the config under this key
 CHECKPOINT_FILE = "checkpoint.ckpt"
+SYSTEM_METRICS_EVERY_S = 5  # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
 
 
 class TrialLogger(MLFlowLogger):
@@ -97,6 +98,39 @@ class LogParams(pl.Callback):
                                {**self.hparams, "n_params": pl_module.n_params})  # not on a restart
 
 
+class SystemMetrics:
+    """MLflow's own system-metrics logging (CPU, memory, disk, network; GPU utilisation where
+    NVML is installed: the ``gpu`` extra) on a trial's run, sampled in a background thread.
+    Stopping sends what is buffered but waits at most ``STOP_WAIT_S`` for the tracking server:
+    a trial ending while it is away goes on."""
+
+    STOP_WAIT_S = 15.0
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self.monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_EVERY_S,
+                                            resume_logging=True, tracking_uri=tracking_uri)
+
+    def __enter__(self) -> "SystemMetrics":
+        self.monitor.start()
+        return self
+
+    def _stop(self) -> None:
+        """Stop sampling, then log one last sample: a trial shorter than the sampling interval
+        gets one too."""
+        self.monitor.finish()
+        with suppress(Exception):  # the tracking server is away: the trial goes on without it
+            self.monitor.collect_metrics()
+            self.monitor.publish_metrics(self.monitor.aggregate_metrics())
+            self.monitor.mlflow_logger.flush()
+
+    def __exit__(self, *exc) -> None:
+        stopping = threading.Thread(target=self._stop, name="rnnbench-system-metrics", daemon=True)
+        stopping.start()
+        stopping.join(self.STOP_WAIT_S)
+
+
 def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k != CONTEXT_KEY}
 
@@ -142,7 +176,8 @@ def train_trial(config: dict[str, Any], dataset: PreparedData, variant: Variant,
                                           on="validation_end")
     checkpoint = tune.get_checkpoint()  # set when Tune restarts or resumes this trial
     try:
-        with (checkpoint.as_directory() if checkpoint is not None else nullcontext()) as ckpt_dir:
+        with tracking.patiently(SystemMetrics, uri, run_id), \
+                (checkpoint.as_directory() if checkpoint is not None else nullcontext()) as ckpt_dir:
             fit(hp, dataset, variant, task, max_epochs=ctx["max_epochs"], seed=ctx["seed"],
                 callbacks=[LogParams(uri, run_id, task.resolved(hp)), report], logger=logger,
                 threads=ctx["threads"], accelerator=ctx["accelerator"], precision=precision,
@@ -156,4 +191,180 @@ def train_trial(config: dict[str, Any], dataset: PreparedData, variant: Variant,
         raise
     finally:
         logger.close()
+    tracking.patiently(tracking.finish, uri, run_id, "FINISHED")
+
+
+# Data-parallel trials (workers_per_trial > 1): the Tune trial is only the driver of a Ray Train
+# run (it reserves no resources the workers need); each worker calls the same ``fit`` with Ray's
+# DDP strategy, and Ray Train hands rank 0's results and checkpoint paths back to Tune.
+TRAIN_RUN_PREFIX = "train-"
+
+
+class RecordWorkers(pl.Callback):
+    """Where each worker of a data-parallel trial runs, gathered from every rank once the
+    process group is up and recorded by rank 0 on the trial's run (comma-separated, by rank)."""
+
+    def __init__(self, tracking_uri: str, run_id: str, accelerator: str, precision: str):
+        self.tracking_uri, self.run_id = tracking_uri, run_id
+        self.accelerator, self.precision = accelerator, precision
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import torch.distributed as dist
+
+        mine = where_it_runs(self.accelerator)
+        everyone = [None] * trainer.world_size
+        dist.all_gather_object(everyone, mine)
+        if trainer.is_global_zero:
+            tags = {key: ",".join(w[key] for w in everyone) for key in mine}
+            tracking.patiently(tracking.set_tags, self.tracking_uri, self.run_id,
+                               {**tags, "rnnbench.workers": str(trainer.world_size),
+                                "rnnbench.precision": self.precision})
+
+
+def train_ddp_worker(cfg: dict[str, Any]) -> None:
+    """One Ray Train worker of a data-parallel trial: ``fit`` under RayDDPStrategy; only rank 0
+    logs to MLflow, every rank reports to Ray Train (which keeps rank 0's checkpoint)."""
+    import ray
+    import ray.train
+    from ray.train.lightning import (RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback,
+                                     prepare_trainer)
+
+    silence()
+    ctx, hp, uri, run_id = cfg["ctx"], cfg["hparams"], cfg["tracking_uri"], cfg["run_id"]
+    dataset: PreparedData = ray.get(cfg["dataset"])  # from the node's object store, once per node
+    variant, task = cfg["variant"], cfg["task"]
+    precision = precision_for(ctx.get("precision", "32"), ctx["accelerator"])
+    rank0 = ray.train.get_context().get_world_rank() == 0
+    logger = TrialLogger(tracking_uri=uri, run_id=run_id) if rank0 else False
+    callbacks = [RecordWorkers(uri, run_id, ctx["accelerator"], precision), RayTrainReportCallback()]
+    if rank0:
+        callbacks.insert(0, LogParams(uri, run_id, task.resolved(hp)))
+    checkpoint = ray.train.get_checkpoint()  # Train's own, when it restarts this run
+    try:
+        with (tracking.patiently(SystemMetrics, uri, run_id) if rank0 else nullcontext()), \
+                (checkpoint.as_directory() if checkpoint is not None else nullcontext()) as ckpt_dir:
+            fit(hp, dataset, variant, task, max_epochs=ctx["max_epochs"], seed=ctx["seed"],
+                callbacks=callbacks, logger=logger, threads=ctx["threads"],
+                accelerator=ctx["accelerator"], devices="auto", precision=precision,
+                deterministic=ctx["deterministic"],
+                trainer_kwargs={"strategy": RayDDPStrategy(), "plugins": [RayLightningEnvironment()]},
+                prepare=prepare_trainer,
+                ckpt_path=os.path.join(ckpt_dir, RayTrainReportCallback.CHECKPOINT_NAME) if ckpt_dir else None)
+    finally:
+        if logger:
+            logger.close()
+
+
+def stoppable_torch_trainer(stop_event: threading.Event, done: threading.Event, **kwargs):
+    """Ray Train's TorchTrainer, whose run is aborted (its workers stopped, their placement
+    group removed) as soon as Tune stops the trial that drives it (ASHA's early stop); ``done``
+    is set once the run has ended either way. Without this, Tune ended the trial's actor under
+    a running Train controller, whose workers' resources were then held by a placement group
+    nothing removed: Train's cleaner for it needs Ray's state API (the dashboard)."""
+    import ray
+    from ray._common.constants import RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.constants import (DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE,
+                                                  get_env_vars_to_propagate)
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+    from ray.train.v2._internal.execution.controller import TrainController
+
+    class StoppableTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            # Train's placement-group cleaner asks Ray's state API, which needs the dashboard
+            # (ray[default], not installed): each run's end then waited 12 s for it to time out
+            return [c for c in super()._create_default_callbacks()
+                    if not isinstance(c, PlacementGroupCleanerCallback)]
+
+        def _initialize_and_run_controller(self, **controller_init_kwargs):
+            # Ray 2.60's own body (DataParallelTrainer), with the wait that watches Tune's stop
+            env_vars = get_env_vars_to_propagate()
+            env_vars.setdefault(RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR,
+                                DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE)
+            controller = ray.remote(
+                num_cpus=0,
+                label_selector={ray._raylet.RAY_NODE_ID_KEY: ray.get_runtime_context().get_node_id()},
+                runtime_env={"env_vars": env_vars},
+            )(TrainController).remote(**controller_init_kwargs)
+            running = controller.run.remote()
+            try:
+                while not ray.wait([running], timeout=0.5)[0]:
+                    if stop_event.is_set():
+                        try:
+                            ray.get(controller.abort.remote())
+                        except ray.exceptions.RayActorError:
+                            pass  # abort ends the controller's process
+                        raise SystemExit(0)  # how a trial the scheduler stopped ends
+                ray.get(running)
+                return ray.get(controller.get_result.remote())
+            finally:
+                done.set()
+
+    return StoppableTorchTrainer(**kwargs)
+
+
+def _stop_waits_for(session, done: threading.Event, timeout_s: float = 30.0) -> None:
+    """Tune ends a stopped trial's actor right after the trial's session finishes; the session
+    of a data-parallel trial finishes only once its Train run has ended (aborted by the stop,
+    or ``timeout_s``), so the run's workers are never orphaned mid-abort."""
+    finish = session.finish
+
+    def finish_after_abort(timeout=None):
+        result = finish(timeout=timeout)  # sets the stop event the trainer watches
+        done.wait(timeout_s)
+        return result
+
+    session.finish = finish_after_abort
+
+
+def train_ddp_trial(config: dict[str, Any], dataset_ref, manifest: dict[str, Any], variant: Variant,
+                    task: Task) -> None:
+    """A Tune trial that trains data-parallel: it opens the trial's one MLflow run and drives a
+    Ray Train run of ``workers`` workers under a name stable across restarts, so a restarted
+    trial (its node died, or the driver did and the sweep resumed) continues from Train's
+    last checkpoint in the shared storage."""
+    import ray.train
+    from ray.train._internal.session import get_session
+    from ray.train.torch import TorchConfig
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    silence()
+    ctx = config[CONTEXT_KEY]
+    hp = hyperparameters(config)
+    trial_id = tune.get_context().get_trial_id()
+    uri = ctx["tracking_uri"]
+    run_id = tracking.patiently(
+        tracking.open_trial_run, uri, ctx["experiment_id"], ctx["parent_run_id"], trial_id,
+        name=f"{variant.name}-{trial_id}", tags=ctx["tags"])
+    tracking.patiently(tracking.dataset_input, uri, run_id, manifest)
+    gpu = ctx["accelerator"] == "gpu"
+    per_worker = {"CPU": ctx["cpus_per_worker"], **({"GPU": ctx["gpus_per_worker"]} if gpu else {})}
+    session, done = get_session(), threading.Event()
+    _stop_waits_for(session, done)
+    trainer = stoppable_torch_trainer(
+        session.stop_event, done,  # set when Tune stops this trial; set when the run ended
+        train_loop_per_worker=train_ddp_worker,
+        train_loop_config={"ctx": ctx, "hparams": hp, "tracking_uri": uri, "run_id": run_id,
+                           "dataset": dataset_ref, "variant": variant, "task": task},
+        scaling_config=ray.train.ScalingConfig(num_workers=ctx["workers"], use_gpu=gpu,
+                                               resources_per_worker=per_worker),
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        run_config=ray.train.RunConfig(
+            name=f"{TRAIN_RUN_PREFIX}{trial_id}", storage_path=ctx["train_storage"],
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=ctx["metric"],
+                checkpoint_score_order=ctx["mode"]),
+            failure_config=ray.train.FailureConfig(max_failures=1)),
+    )
+    try:
+        trainer.fit()
+    except SystemExit:
+        raise  # the scheduler stopped the trial; the sweep records it
+    except BaseException as exc:
+        cause = getattr(exc, "__cause__", None) or exc
+        tracking.patiently(tracking.set_tags, uri, run_id,
+                           {"rnnbench.error": f"{type(cause).__name__}: {cause}"[:4000]})
+        tracking.patiently(tracking.finish, uri, run_id, "FAILED")
+        raise
     tracking.patiently(tracking.finish, uri, run_id, "FINISHED")

@@ -67,15 +67,51 @@ def test_precision_is_bf16_only_on_a_gpu_that_supports_it(wanted, accelerator, e
     assert precision_for(wanted, accelerator) == expected
 
 
-def test_sweeps_side_by_side_fill_the_trial_slots_plus_one(monkeypatch):
-    monkeypatch.setattr(sweep.ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 4.0})
-    assert sweep.sweep_slots(Budget(cpus_per_trial=1, max_concurrent_trials=4)) == 5
-    assert sweep.sweep_slots(Budget(cpus_per_trial=2, max_concurrent_trials=2)) == 5
+def test_sweeps_side_by_side_fill_the_trial_slots_plus_one():
+    node = [{"CPU": 16.0, "GPU": 4.0}]
+    assert sweep.sweep_slots(Budget(cpus_per_trial=1, max_concurrent_trials=4), node) == 5
+    assert sweep.sweep_slots(Budget(cpus_per_trial=2, max_concurrent_trials=2), node) == 5
     # GPU trials are counted in GPUs: 0.25 per trial packs 16 trials on 4 GPUs
-    assert sweep.sweep_slots(Budget(gpus_per_trial=0.25, max_concurrent_trials=4)) == 5
-    assert sweep.sweep_slots(Budget(max_concurrent_sweeps=1)) == 1
-    monkeypatch.setattr(sweep.ray, "cluster_resources", lambda: {"CPU": 2.0})
-    assert sweep.sweep_slots(Budget(cpus_per_trial=1, max_concurrent_trials=2)) == 2
+    assert sweep.sweep_slots(Budget(gpus_per_trial=0.25, max_concurrent_trials=4), node) == 5
+    assert sweep.sweep_slots(Budget(max_concurrent_sweeps=1), node) == 1
+    assert sweep.sweep_slots(Budget(cpus_per_trial=1, max_concurrent_trials=2), [{"CPU": 2.0}]) == 2
+    # slots are counted node by node: a 1.5-CPU trial fits once on each 2-CPU node
+    assert sweep.sweep_slots(Budget(cpus_per_trial=1.5, max_concurrent_trials=1),
+                             [{"CPU": 2.0}, {"CPU": 2.0}]) == 3
+
+
+def test_data_parallel_trials_run_only_as_many_as_the_cluster_places_whole():
+    two_workers = [{"CPU": 0.0}, {"CPU": 1.0}, {"CPU": 1.0}]  # the loopback test's cluster
+    ddp = Budget(workers_per_trial=2, cpus_per_trial=1, max_concurrent_trials=2)
+    assert sweep.trials_at_once(ddp, two_workers) == 1
+    assert sweep.sweep_slots(ddp, two_workers) == 1  # no sweep waiting on a worker group
+    big = [{"CPU": 8.0, "GPU": 4.0}] * 4  # 16 GPUs: 4 trials of 2 GPU workers each... per node 2
+    gpu_ddp = Budget(workers_per_trial=2, gpus_per_trial=1, cpus_per_trial=2, max_concurrent_trials=3)
+    assert sweep.trials_at_once(gpu_ddp, big) == 3
+    assert sweep.sweep_slots(gpu_ddp, big) == 3  # 16 workers = 8 trials, 3 per sweep
+    assert sweep.trials_at_once(Budget(max_concurrent_trials=3), two_workers) == 3  # not DDP: as set
+
+
+def test_data_parallel_workers_sharing_a_gpu_are_refused_when_the_preset_is_read():
+    with pytest.raises(ValueError, match="Duplicate GPU"):
+        Budget(workers_per_trial=2, gpus_per_trial=0.5)
+    Budget(workers_per_trial=1, gpus_per_trial=0.5)  # one worker: trials may share a GPU
+    Budget(workers_per_trial=2, gpus_per_trial=1)
+
+
+def test_the_autoscalers_node_types_count_as_nodes(monkeypatch):
+    from flows.plan import PlanError, check_placement
+
+    preset = make_plan(load_settings(), "quick", check_machine=False).preset
+    wants = preset.model_copy(update={"budget": Budget(gpus_per_trial=4, cpus_per_trial=8)})
+    running = [{"CPU": 0.0}, {"CPU": 8.0}]  # no GPU node is up yet
+    with pytest.raises(PlanError, match=r"gpus_per_trial=4, but the largest node .* has 2 .*autoscaled, up to 4"):
+        check_placement(wants, running, [({"CPU": 8.0, "GPU": 2.0}, 4)], "head:6379")
+    check_placement(wants, running, [({"CPU": 32.0, "GPU": 4.0}, 2)], "head:6379")  # it can add one
+    ddp = preset.model_copy(update={"budget": Budget(workers_per_trial=3, cpus_per_trial=1)})
+    with pytest.raises(PlanError, match="can place 2 such workers"):
+        check_placement(ddp, [{"CPU": 0.0}, {"CPU": 1.0}, {"CPU": 1.5}], [], "head:6379")
+    check_placement(ddp, [{"CPU": 0.0}, {"CPU": 1.0}], [({"CPU": 1.0}, -1)], "head:6379")
 
 
 def test_a_cluster_run_needs_shared_storage_before_it_joins(state_home, tmp_path):
@@ -96,6 +132,7 @@ def test_a_trial_larger_than_every_node_is_refused(state_home, tmp_path, monkeyp
     plan = make_plan(settings, "quick", check_machine=False)
     monkeypatch.setattr(sweep, "start_ray", lambda settings, packages=(): None)
     monkeypatch.setattr(sweep, "cluster_nodes", lambda: [{"CPU": 0.0}, {"CPU": 8.0, "GPU": 1.0}])
+    monkeypatch.setattr(sweep, "node_types", lambda: [])
     wants_gpus = plan.model_copy(update={"preset": plan.preset.model_copy(
         update={"budget": Budget(gpus_per_trial=2)})})
     with pytest.raises(PlanError, match=r"gpus_per_trial=2, but the largest node .* has 1"):

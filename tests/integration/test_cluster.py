@@ -287,6 +287,34 @@ def test_sweeps_run_side_by_side_on_worker_nodes_that_cannot_see_the_code_or_sta
                 assert SECRET.encode() not in path.read_bytes(), f"the secret leaked into {path}"
 
 
+def test_a_data_parallel_trial_spans_both_worker_nodes_and_keeps_one_run(cluster):
+    """workers_per_trial=2 on CPU (gloo): each trial's two Ray Train workers run on the two
+    hidden-disk nodes (one CPU each), rank 0 alone logs, and the best model comes back through
+    the checkpoint Ray Train kept in the shared storage."""
+    preset = PRESET.format(variants='"gru"', samples=2, epochs=2, concurrent=2, cpus=1).replace(
+        "cpus_per_trial = 1", "cpus_per_trial = 1\nworkers_per_trial = 2")
+    done = cluster.run(preset)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert "Traceback" not in out, out[-6000:]
+    runs = _runs_of(cluster.client(), _bench_id(out))
+    assert runs and {r.info.status for r in runs} == {"FINISHED"}
+    trials = [r for r in runs if r.data.tags.get("rnnbench.role") == "trial"]
+    assert len(trials) == len({r.data.tags["rnnbench.trial_id"] for r in trials}) == 2, \
+        "one MLflow run per data-parallel trial, whatever its number of workers"
+    for trial in trials:
+        assert trial.data.tags["rnnbench.workers"] == "2"
+        assert sorted(trial.data.tags["rnnbench.node_ip"].split(",")) == sorted(WORKER_IPS), \
+            f"the two workers ran on {trial.data.tags['rnnbench.node_ip']}"
+        assert "val/acc" in trial.data.metrics and "system/cpu_utilization_percentage" in trial.data.metrics
+        history = cluster.client().get_metric_history(trial.info.run_id, "val/acc")
+        assert len(history) == len({m.step for m in history}), "rank 0 alone logs each epoch"
+    sweep_run = next(r for r in runs if r.data.tags.get("rnnbench.role") == "sweep")
+    assert sweep_run.data.metrics["test/acc"] > 0 and "best.hidden_size" in sweep_run.data.params
+    kept = list((cluster.shared).rglob("train/train-*/checkpoint_*/checkpoint.ckpt"))
+    assert kept, "Ray Train's checkpoints are in the shared storage"
+
+
 def test_cluster_refusals_come_before_any_run(cluster):
     """Impossible resources, missing storage, a local tracking store and a missing token are
     each one line, before any MLflow run."""
@@ -296,6 +324,15 @@ def test_cluster_refusals_come_before_any_run(cluster):
     done = cluster.run(big, timeout=300)
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert "cpus_per_trial=2" in done.stdout and "has 1" in done.stdout
+
+    shared_gpu = PRESET.format(variants='"gru"', samples=1, epochs=1, concurrent=1, cpus=1).replace(
+        "cpus_per_trial = 1", "cpus_per_trial = 1\nworkers_per_trial = 2\ngpus_per_trial = 0.5")
+    done = cluster.run(shared_gpu, timeout=300)
+    assert done.returncode == 2 and "Duplicate GPU" in done.stdout, done.stdout[-2000:]
+    too_wide = PRESET.format(variants='"gru"', samples=1, epochs=1, concurrent=1, cpus=1).replace(
+        "cpus_per_trial = 1", "cpus_per_trial = 1\nworkers_per_trial = 3")
+    done = cluster.run(too_wide, timeout=300)
+    assert done.returncode == 2 and "can place 2 such workers" in done.stdout, done.stdout[-2000:]
 
     small = PRESET.format(variants='"gru"', samples=1, epochs=1, concurrent=1, cpus=1)
     path = cluster.root / "small.toml"
