@@ -71,3 +71,44 @@ def test_a_logged_model_predicts_what_the_in_memory_model_predicts(prepared, tmp
         labels = dataset.extras["labels"]
         assert served["prediction"].tolist() == [" ".join(labels[i] for i in row)
                                                  for row in out.argmax(-1).tolist()]
+
+
+@pytest.mark.parametrize("name", ["japanese-vowels", "rotten-tomatoes", "sunspots", "store-sales",
+                                  "store-sales+calendar", "adding", "copy-memory", "shakespeare-char"])
+def test_every_logged_model_carries_a_signature_and_an_input_example_it_predicts(
+        prepared, data_root, tmp_path, name):
+    """Through MLflow (schema enforced), the logged input example gives what the in-memory
+    pyfunc gives, and those are the network's own outputs on the same test examples."""
+    import mlflow
+
+    from datamodules.catalog import prepare
+    from flows.serving import input_example, log_model, served_predictions
+
+    if name == "store-sales+calendar":
+        artifact = prepare("store-sales", data_root, {"calendar": "dow"})[0]
+    else:
+        artifact = prepared[name][0]
+    dataset = PreparedData.load(artifact)
+    task = TASKS[dataset.manifest["task"]]
+    torch.manual_seed(0)
+    module = build_module(VARIANTS["gru"], task, task.resolved(HP), dataset.data).eval()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("e", (tmp_path / "a").as_uri())).info.run_id
+    model_uri = log_model(uri, run_id, module, VARIANTS["gru"], task, HP, dataset, tmp_path / "m")
+    client.set_terminated(run_id)
+    mlflow.set_tracking_uri(uri)
+    info = mlflow.models.get_model_info(model_uri)
+    assert info.signature is not None and info.saved_input_example_info is not None
+    example = input_example(dataset)
+    assert set(info.signature.inputs.input_names()) == set(example.columns)
+    loaded = mlflow.pyfunc.load_model(model_uri).predict(example)
+    in_memory = _served(tmp_path / "direct", module, dataset).predict(None, example)
+    pd.testing.assert_frame_equal(loaded.reset_index(drop=True), in_memory, check_dtype=False)
+    seqs = dataset.splits["test"].x[:len(example)]
+    with torch.no_grad():
+        out = module(torch.nn.utils.rnn.pad_sequence([torch.as_tensor(s) for s in seqs], batch_first=True),
+                     torch.tensor([len(s) for s in seqs]))
+    if task.name == "classification" and "tokenizer" not in dataset.extras:  # the test examples themselves
+        labels = dataset.extras["labels"]
+        assert in_memory["label"].tolist() == [labels[i] for i in out.argmax(-1).tolist()]
