@@ -238,6 +238,29 @@ def prepare(
     render.prepared(runtime.run_flow(prepare_dataset, datasets=chosen, home=str(settings.home)))
 
 
+@app.command()
+def predict(
+    input_: Path = typer.Option(..., "--input", help="a .csv, .jsonl, .txt (one text per line) or "
+                                                     "audio (.wav .flac .ogg) file"),
+    dataset: Optional[str] = typer.Option(None, help="predict with models:/rnnbench-NAME@champion"),
+    model_uri: Optional[str] = typer.Option(None, help="any model URI instead (models:/..., runs:/...)"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
+) -> None:
+    """Predict with a registered model: one JSON line per input on stdout."""
+    from flows import predict as p
+
+    settings = runtime.setup(tracking_uri)
+    try:
+        fmt = p.input_format(input_)  # before the registry is asked or any model loaded
+        uri = p.model_uri(settings.tracking_uri, dataset, model_uri)
+        model, spec = p.load(uri)
+        predictions = p.predict(model, p.read(input_, fmt, spec), uri)
+    except p.PredictError as exc:
+        _fail(str(exc))
+    for line in p.lines(predictions):
+        print(line)
+
+
 @app.command("list")
 def list_() -> None:
     """The datasets, variants and presets rnnbench knows."""

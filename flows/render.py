@@ -31,6 +31,7 @@ def ui_commands(settings) -> list[str]:
 
 def results(result: dict[str, Any], settings) -> None:
     from flows.leaderboard import score_text, to_rich, winner
+    from flows.registry import CHAMPION, champion_uri
 
     console.print()
     modalities = result.get("modalities", {})
@@ -41,6 +42,10 @@ def results(result: dict[str, Any], settings) -> None:
             metric = board.attrs["metric"]
             console.print(f"  chosen on {metric}: {chosen['variant']} ({score_text(board, chosen, metric)}); "
                           f"{chosen['best hyperparameters']}", soft_wrap=True)
+        aliases = result.get("registered", {}).get(dataset, {})
+        if CHAMPION in aliases:
+            console.print(f"  registered: {champion_uri(dataset)} (version {aliases[CHAMPION]}); "
+                          f"rnnbench predict --dataset {dataset} --input FILE", soft_wrap=True)
         console.print()
     for dataset, variant, reason in result.get("failures", []):
         console.print(f"[red]failed:[/] {dataset} · {variant}: {reason}", soft_wrap=True)
