@@ -97,11 +97,11 @@ def channels(spec: dict[str, Any]) -> int:
 def read(path: Path, fmt: str, spec: dict[str, Any]) -> pd.DataFrame:
     """The served model's input frame from the file, checked against what the model reads."""
     kind = reads(spec)
-    expects = {"text": "texts: a .txt file (one per line), a .csv with a 'text' column or .jsonl",
-               "audio": f"audio clips ({', '.join(AUDIO)}), or frames as .csv or .jsonl",
-               "tokens": "token ids: .jsonl (one list per line) or .csv with a 'sequence' column",
-               "sequence": f"sequences of {channels(spec)} value(s) per step: .csv (rows are steps, "
-                           "a column per channel) or .jsonl (one list per line)"}[kind]
+    expects = {"text": lambda: "texts: a .txt file (one per line), a .csv with a 'text' column or .jsonl",
+               "audio": lambda: f"audio clips ({', '.join(AUDIO)}), or frames as .csv or .jsonl",
+               "tokens": lambda: "token ids: .jsonl (one list per line) or .csv with a 'sequence' column",
+               "sequence": lambda: f"sequences of {channels(spec)} value(s) per step: .csv (rows are "
+                                   "steps, a column per channel) or .jsonl (one list per line)"}[kind]()
     wrong = PredictError(f"{path}: this model reads {expects}")
     if fmt == "audio":
         if kind != "audio":
