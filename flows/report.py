@@ -104,7 +104,8 @@ def compare(tracking_uri: str, run_a: str, run_b: str) -> dict[str, pd.DataFrame
                     row[DELTA] = vb - va
                     plain += 1
         board = pd.DataFrame(rows)
-        lines = [f"A = run {run_a}, B = run {run_b}."]
+        mode = (bb if bb is not None else ba).attrs["mode"]
+        lines = [f"A = run {run_a}, B = run {run_b}; {'higher' if mode == 'max' else 'lower'} is better."]
         if with_interval:
             lines.append("± is the 95% Welch interval of the difference in means over the seeds of "
                          "both runs" + (f"; {plain} difference(s) without seed repeats on both sides are "
@@ -112,7 +113,7 @@ def compare(tracking_uri: str, run_a: str, run_b: str) -> dict[str, pd.DataFrame
         elif plain:
             lines.append("Plain differences, no intervals: these runs have no seed repeats, so "
                          "the difference cannot be told from noise here.")
-        board.attrs.update({"metric": metric, "mode": (bb if bb is not None else ba).attrs["mode"],
+        board.attrs.update({"metric": metric, "mode": mode,
                             "headlines": lines})
         out[dataset] = board
     return out
