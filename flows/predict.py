@@ -4,7 +4,8 @@ model URI) on a file of raw inputs, one prediction per input.
 The file's format comes from its extension: ``.txt`` (one text per line), ``.csv`` (a ``text``
 column; a ``sequence`` column of JSON lists; or the rows of one window, a column per channel),
 ``.jsonl`` (one object per line with the served model's columns, or a bare text or list) and
-audio clips (``.wav .flac .ogg``, featurized with the settings the model was trained with).
+audio clips (``.wav .flac .ogg``, which the model featurizes itself with the settings it was
+trained with).
 What a model reads is in its ``spec.json`` (see ``flows.pyfunc_model``); the file is checked
 against it before anything is predicted. Nothing read from the file is unpickled.
 """
@@ -106,7 +107,7 @@ def read(path: Path, fmt: str, spec: dict[str, Any]) -> pd.DataFrame:
     if fmt == "audio":
         if kind != "audio":
             raise wrong
-        return pd.DataFrame({"sequence": [_frames(path, spec["featurizer"]).tolist()]})
+        return pd.DataFrame({"audio": [str(path.resolve())]})  # the model featurizes it
     if fmt == "text":
         if kind != "text":
             raise wrong
@@ -123,17 +124,6 @@ def _text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise PredictError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-
-
-def _frames(path: Path, featurizer: dict[str, Any]):
-    from datamodules.audio import decode, featurize
-    from datamodules.errors import DataError
-
-    try:
-        samples, _ = decode(path, int(featurizer["sample_rate"]))
-    except DataError as exc:
-        raise PredictError(str(exc)) from None
-    return featurize(samples, featurizer)
 
 
 def _csv(path: Path, spec: dict[str, Any], kind: str, wrong: PredictError) -> pd.DataFrame:

@@ -23,9 +23,13 @@ MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 MODEL_NAME = "model"
 
 
-def requirements() -> list[str]:
+AUDIO_LIBRARIES = ("librosa", "soundfile")  # what a model trained on audio featurizes clips with
+
+
+def requirements(audio: bool = False) -> list[str]:
     pins = []
-    for dist in ("torch", "pytorch-lightning", "torchmetrics", "numpy", "pandas", "mlflow"):
+    for dist in ("torch", "pytorch-lightning", "torchmetrics", "numpy", "pandas", "mlflow",
+                 *(AUDIO_LIBRARIES if audio else ())):
         version = metadata.version(dist).split("+")[0]  # a local tag (+cpu) is not on PyPI
         pins.append(f"{dist}=={version}")
     return pins
@@ -57,9 +61,10 @@ def package_dir(module_name: str) -> Path | None:
     return origin.parent if origin.name == "__init__.py" else origin
 
 
-# The part of ``datamodules`` a served model runs: the tokenizing and scaling code that
-# preparation used (not the readers, nor the vendored raw data).
-SERVED_DATA_CODE = ("__init__.py", "text.py", "scaling.py", "artifact.py", "errors.py", "calendar.py")
+# The part of ``datamodules`` a served model runs: the tokenizing, scaling and audio-featurizing
+# code that preparation used (not the readers, nor the vendored raw data).
+SERVED_DATA_CODE = ("__init__.py", "text.py", "scaling.py", "artifact.py", "errors.py", "calendar.py",
+                    "audio.py", "splits.py")
 
 
 def _served_datamodules(out: Path) -> Path:
@@ -116,8 +121,8 @@ def log_model(tracking_uri: str, run_id: str, module, variant: Variant, task: Ta
     with mlflow.start_run(run_id=run_id):
         mlflow.pyfunc.log_model(
             name=MODEL_NAME, python_model=str(MODEL_CODE), artifacts=artifacts,
-            code_paths=code_paths(variant, task, workdir), pip_requirements=requirements(),
-            signature=signature(example, served_predictions(artifacts, example)),
+            code_paths=code_paths(variant, task, workdir), pip_requirements=requirements("featurizer" in dataset.extras),
+            signature=signature(example, served_predictions(artifacts, example), "featurizer" in dataset.extras),
             input_example=example,
         )
     # start_run(run_id=...) ends the run as FINISHED on exit; the caller decides the final status
@@ -165,14 +170,18 @@ def input_example(dataset: PreparedData, n: int = 2) -> "pd.DataFrame":
     return frame[[c for c in ("sequence", "series", "time") if c in frame]]
 
 
-def signature(example: "pd.DataFrame", output: "pd.DataFrame"):
+def signature(example: "pd.DataFrame", output: "pd.DataFrame", audio: bool = False):
     """The served model's signature: the example's columns (a sequence or timestamps as any
-    nested list, so whole numbers are accepted where floats were seen) and the predictions'."""
+    nested list, so whole numbers are accepted where floats were seen) and the predictions';
+    a model trained on audio also reads an ``audio`` column of clips (paths or bytes)."""
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
-    inputs = Schema([ColSpec(DataType.string if c in ("text", "series") else AnyType(), c)
-                     for c in example.columns])
+    columns = [ColSpec(DataType.string if c in ("text", "series") else AnyType(), c)
+               for c in example.columns]
+    if audio:  # frames, or clips the model featurizes itself: either column will do
+        columns = [ColSpec(AnyType(), "sequence", required=False), ColSpec(AnyType(), "audio", required=False)]
+    inputs = Schema(columns)
     return ModelSignature(inputs=inputs, outputs=infer_signature(example, output).outputs)
 
 

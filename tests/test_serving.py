@@ -112,3 +112,48 @@ def test_every_logged_model_carries_a_signature_and_an_input_example_it_predicts
     if task.name == "classification" and "tokenizer" not in dataset.extras:  # the test examples themselves
         labels = dataset.extras["labels"]
         assert in_memory["label"].tolist() == [labels[i] for i in out.argmax(-1).tolist()]
+
+
+def test_a_model_trained_on_audio_featurizes_clips_itself_as_preparation_did(tmp_path):
+    """Clips in (paths or bytes), through MLflow: the same predictions as the prepared frames
+    of those clips given to the in-memory network; the audio libraries are pinned."""
+    import mlflow
+    import soundfile
+
+    from datamodules.catalog import register
+    from flows.serving import log_model
+
+    rate = 8000
+    for label, pitch in (("low", 220), ("high", 880)):
+        (tmp_path / "clips" / label).mkdir(parents=True)
+        for k in range(8):
+            t = np.arange(rate // 4 + 100 * k) / rate
+            soundfile.write(tmp_path / "clips" / label / f"{label}{k}.wav",
+                            (0.3 * np.sin(2 * np.pi * (pitch + 20 * k) * t)).astype(np.float32), rate)
+    artifact = register("tones", "audio", tmp_path / "clips", {"sample_rate": rate}, tmp_path / "data")[0]
+    dataset = PreparedData.load(artifact)
+    task = TASKS[dataset.manifest["task"]]
+    torch.manual_seed(0)
+    module = build_module(VARIANTS["gru"], task, task.resolved(HP), dataset.data).eval()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("e", (tmp_path / "a").as_uri())).info.run_id
+    model_uri = log_model(uri, run_id, module, VARIANTS["gru"], task, HP, dataset, tmp_path / "m")
+    client.set_terminated(run_id)
+    mlflow.set_tracking_uri(uri)
+    clips = dataset.extras["clips"]
+    test = dataset.splits["test"]
+    paths = [str(tmp_path / "clips" / clips[i]) for i in test.ids]
+    model = mlflow.pyfunc.load_model(model_uri)
+    by_path = model.predict(pd.DataFrame({"audio": paths}))
+    by_bytes = model.predict(pd.DataFrame({"audio": [open(p, "rb").read() for p in paths]}))
+    with torch.no_grad():
+        out = module(torch.nn.utils.rnn.pad_sequence([torch.as_tensor(s) for s in test.x], batch_first=True),
+                     torch.tensor([len(s) for s in test.x]))
+    labels = dataset.extras["labels"]
+    assert by_path["label"].tolist() == [labels[i] for i in out.argmax(-1).tolist()]
+    np.testing.assert_allclose(by_path["probability"], torch.softmax(out, -1).max(-1).values.numpy(), rtol=1e-5)
+    pd.testing.assert_frame_equal(by_path, by_bytes)
+    with open(mlflow.pyfunc.get_model_dependencies(model_uri)) as fh:
+        pins = fh.read()
+    assert "librosa==" in pins and "soundfile==" in pins
