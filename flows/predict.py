@@ -75,7 +75,10 @@ def load(uri: str):
         model = mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as exc:
         raise PredictError(f"cannot load model {uri}: {str(exc).splitlines()[0]}") from None
-    spec = getattr(model.unwrap_python_model(), "spec", None)
+    try:
+        spec = getattr(model.unwrap_python_model(), "spec", None)
+    except MlflowException:  # a model of another flavour
+        spec = None
     if spec is None:
         raise PredictError(f"{uri} is not an rnnbench model (it has no spec.json)")
     return model, spec
