@@ -3,6 +3,7 @@ classification, forecasting, regression, per-step labels (token ids) and a langu
 
 from __future__ import annotations
 
+import io
 import types
 
 import numpy as np
@@ -73,30 +74,49 @@ def test_a_logged_model_predicts_what_the_in_memory_model_predicts(prepared, tmp
                                                  for row in out.argmax(-1).tolist()]
 
 
-@pytest.mark.parametrize("name", ["japanese-vowels", "rotten-tomatoes", "sunspots", "store-sales",
-                                  "store-sales+calendar", "adding", "copy-memory", "shakespeare-char"])
-def test_every_logged_model_carries_a_signature_and_an_input_example_it_predicts(
-        prepared, data_root, tmp_path, name):
+KINDS = ["japanese-vowels", "rotten-tomatoes", "sunspots", "store-sales", "store-sales+calendar",
+         "adding", "copy-memory", "shakespeare-char"]
+
+
+@pytest.fixture(scope="module")
+def logged(prepared, data_root, tmp_path_factory):
+    """One untrained gru per kind of input, logged as a sweep logs its model: name -> (tracking
+    URI, model URI, the network, its dataset)."""
+    import mlflow
+
+    from datamodules.catalog import prepare
+    from flows.serving import log_model
+
+    root = tmp_path_factory.mktemp("logged")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("serving", (root / "artifacts").as_uri())
+    models = {}
+    for name in KINDS:
+        if name == "store-sales+calendar":
+            artifact = prepare("store-sales", data_root, {"calendar": "dow"})[0]
+        else:
+            artifact = prepared[name][0]
+        dataset = PreparedData.load(artifact)
+        task = TASKS[dataset.manifest["task"]]
+        torch.manual_seed(0)
+        module = build_module(VARIANTS["gru"], task, task.resolved(HP), dataset.data).eval()
+        run_id = client.create_run(experiment).info.run_id
+        model_uri = log_model(uri, run_id, module, VARIANTS["gru"], task, HP, dataset, root / name)
+        client.set_terminated(run_id)
+        models[name] = (uri, model_uri, module, dataset)
+    return models
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_every_logged_model_carries_a_signature_and_an_input_example_it_predicts(logged, tmp_path, name):
     """Through MLflow (schema enforced), the logged input example gives what the in-memory
     pyfunc gives, and those are the network's own outputs on the same test examples."""
     import mlflow
 
-    from datamodules.catalog import prepare
-    from flows.serving import input_example, log_model, served_predictions
+    from flows.serving import input_example
 
-    if name == "store-sales+calendar":
-        artifact = prepare("store-sales", data_root, {"calendar": "dow"})[0]
-    else:
-        artifact = prepared[name][0]
-    dataset = PreparedData.load(artifact)
-    task = TASKS[dataset.manifest["task"]]
-    torch.manual_seed(0)
-    module = build_module(VARIANTS["gru"], task, task.resolved(HP), dataset.data).eval()
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = mlflow.MlflowClient(uri)
-    run_id = client.create_run(client.create_experiment("e", (tmp_path / "a").as_uri())).info.run_id
-    model_uri = log_model(uri, run_id, module, VARIANTS["gru"], task, HP, dataset, tmp_path / "m")
-    client.set_terminated(run_id)
+    uri, model_uri, module, dataset = logged[name]
     mlflow.set_tracking_uri(uri)
     info = mlflow.models.get_model_info(model_uri)
     assert info.signature is not None and info.saved_input_example_info is not None
@@ -109,9 +129,40 @@ def test_every_logged_model_carries_a_signature_and_an_input_example_it_predicts
     with torch.no_grad():
         out = module(torch.nn.utils.rnn.pad_sequence([torch.as_tensor(s) for s in seqs], batch_first=True),
                      torch.tensor([len(s) for s in seqs]))
-    if task.name == "classification" and "tokenizer" not in dataset.extras:  # the test examples themselves
-        labels = dataset.extras["labels"]
+    if dataset.manifest["task"] == "classification" and "tokenizer" not in dataset.extras:
+        labels = dataset.extras["labels"]  # the example is those test examples themselves
         assert in_memory["label"].tolist() == [labels[i] for i in out.argmax(-1).tolist()]
+
+
+def test_every_kind_of_logged_model_loads_in_a_fresh_process_outside_the_repository(logged, tmp_path):
+    """No PYTHONPATH, another working directory: the model's own logged code rebuilds it, and
+    its predictions on its input example are the in-memory model's."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from flows.serving import input_example
+
+    uris = {name: model_uri for name, (_, model_uri, _, _) in logged.items()}
+    script = (
+        "import json, sys, mlflow\n"
+        "mlflow.set_tracking_uri(sys.argv[1])\n"
+        "out = {}\n"
+        "for name, uri in json.loads(sys.argv[2]).items():\n"
+        "    model = mlflow.pyfunc.load_model(uri)\n"
+        "    out[name] = model.predict(model.input_example).to_json(orient='split')\n"
+        "print(json.dumps(out))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", script, next(iter(logged.values()))[0], json.dumps(uris)],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout.splitlines()[-1])
+    for name, (_, _, module, dataset) in logged.items():
+        fresh = pd.read_json(io.StringIO(printed[name]), orient="split", dtype=False)
+        in_memory = _served(tmp_path / name, module, dataset).predict(None, input_example(dataset))
+        pd.testing.assert_frame_equal(fresh, in_memory, check_dtype=False, check_exact=False, rtol=1e-5,
+                                      obj=name)
 
 
 def test_a_model_trained_on_audio_featurizes_clips_itself_as_preparation_did(tmp_path):
