@@ -4,7 +4,7 @@ and ``benchmark``.
 Every flow sets up its own state folder and services from its parameters (a run started from
 the Prefect UI behaves like one started from the CLI), builds and checks its plan with
 ``flows.plan.make_plan`` before any MLflow run is opened, and leaves no MLflow run RUNNING and
-no Ray instance behind.
+no Ray instance behind. A benchmark ends by registering its models (``flows.registry``).
 """
 
 from __future__ import annotations
