@@ -1,4 +1,4 @@
-"""The ``rnnbench`` command: run, sweep, prepare, list, ui.
+"""The ``rnnbench`` command: run, sweep, prepare, predict, report, list, ui.
 
 Commands only: the plan is checked by ``flows.plan.make_plan`` (a bad name or size gets one
 line, the valid choices and exit code 2, before Prefect, Ray, MLflow or torch is imported);
@@ -236,6 +236,66 @@ def prepare(
     from flows.pipeline import prepare_dataset
 
     render.prepared(runtime.run_flow(prepare_dataset, datasets=chosen, home=str(settings.home)))
+
+
+@app.command()
+def predict(
+    input_: Path = typer.Option(..., "--input", help="a .csv, .jsonl, .txt (one text per line) or "
+                                                     "audio (.wav .flac .ogg) file"),
+    dataset: Optional[str] = typer.Option(None, help="predict with models:/rnnbench-NAME@champion"),
+    model_uri: Optional[str] = typer.Option(None, help="any model URI instead (models:/..., runs:/...)"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
+) -> None:
+    """Predict with a registered model: one JSON line per input on stdout."""
+    from flows import predict as p
+
+    settings = runtime.setup(tracking_uri)
+    try:
+        fmt = p.input_format(input_)  # before the registry is asked or any model loaded
+        uri = p.model_uri(settings.tracking_uri, dataset, model_uri)
+        model, spec = p.load(uri)
+        predictions = p.predict(model, p.read(input_, fmt, spec), uri)
+    except p.PredictError as exc:
+        _fail(str(exc))
+    for line in p.lines(predictions):
+        print(line)
+
+
+@app.command()
+def report(
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default rnnbench)"),
+    run: Optional[str] = typer.Option(None, "--run", help="benchmark run id (default: the newest finished)"),
+    compare: Optional[tuple[str, str]] = typer.Option(
+        None, metavar="RUN_A RUN_B", help="two benchmark runs side by side, with B - A"),
+    out: Optional[Path] = typer.Option(None, help="also write the tables as CSV and Markdown here"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
+) -> None:
+    """Leaderboards rebuilt from the MLflow tracking store alone, or two runs compared."""
+    from flows import leaderboard, render
+    from flows import report as r
+
+    settings = runtime.setup(tracking_uri, experiment)
+    if compare and run:
+        _fail("--compare takes its two runs itself; leave out --run")
+    try:
+        if compare:
+            boards, modalities = r.compare(settings.tracking_uri, *compare), {}
+            render.comparison(boards)
+        else:
+            bench = r.benchmark_run(settings.tracking_uri, settings.experiment, run)
+            boards, modalities = r.rebuild(settings.tracking_uri, bench)
+            if not boards:
+                _fail(f"benchmark run {bench.info.run_id} has no finished or failed sweeps to report")
+            render.console.print(f"Benchmark run [bold]{bench.info.run_id}[/] ({bench.info.status}) of "
+                                 f"experiment {settings.experiment}, from {settings.tracking_uri}",
+                                 soft_wrap=True)
+            render.console.print()
+            render.leaderboards(boards, modalities)
+    except r.ReportError as exc:
+        _fail(str(exc))
+    if out is not None:
+        paths = leaderboard.write(boards, out, modalities)
+        render.console.print(f"Written: {', '.join(str(p) for p in paths)}", soft_wrap=True)
 
 
 @app.command("list")

@@ -202,7 +202,7 @@ def display_columns(board: pd.DataFrame) -> list[str]:
             and not (c == "note" and board[c].isna().all())]
 
 
-def _cell(board: pd.DataFrame, row: pd.Series, column: str) -> str:
+def cell(board: pd.DataFrame, row: pd.Series, column: str) -> str:
     text = _fmt(row[column], column)
     half = row.get(column + CI) if column + CI in board.columns else None
     if text and half is not None and not pd.isna(half):
@@ -217,7 +217,7 @@ def to_markdown(dataset: str, board: pd.DataFrame, modality: str = "") -> str:
              *(f"{line}  " for line in board.attrs.get("headlines", [])), "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in board.iterrows():
-        lines.append("| " + " | ".join(_cell(board, row, c) for c in cols) + " |")
+        lines.append("| " + " | ".join(cell(board, row, c) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -228,7 +228,7 @@ def _width(board: pd.DataFrame, cols: list[str]) -> int:
     """Characters a table of ``cols`` needs without wrapping a number (3 per column for borders;
     a note counts at most NOTE_WIDTH, the rest of it folds)."""
     def need(c: str) -> int:
-        longest = max(len(c), *(len(_cell(board, row, c)) for _, row in board.iterrows()))
+        longest = max(len(c), *(len(cell(board, row, c)) for _, row in board.iterrows()))
         return min(longest, NOTE_WIDTH) if c == "note" else longest
     return 1 + sum(3 + need(c) for c in cols)
 
@@ -263,7 +263,7 @@ def to_rich(dataset: str, board: pd.DataFrame, modality: str = "", width: int | 
         style = "dim" if str(row["variant"]).startswith("(") else (
             "red" if note.startswith("failed") else ("yellow" if note else (
                 "bold green" if chosen is not None and i == 0 else ("green" if tied else None))))
-        table.add_row(*(_cell(board, row, c) for c in cols), style=style)
+        table.add_row(*(cell(board, row, c) for c in cols), style=style)
     return table
 
 

@@ -4,7 +4,7 @@ and ``benchmark``.
 Every flow sets up its own state folder and services from its parameters (a run started from
 the Prefect UI behaves like one started from the CLI), builds and checks its plan with
 ``flows.plan.make_plan`` before any MLflow run is opened, and leaves no MLflow run RUNNING and
-no Ray instance behind.
+no Ray instance behind. A benchmark ends by registering its models (``flows.registry``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from prefect.exceptions import TerminationSignal
 
 from datamodules import catalog, userdata
 from datamodules.errors import DataError
-from flows import leaderboard, progress, tracking
+from flows import leaderboard, progress, registry, tracking
 from flows.plan import Plan, PlanError, PresetName, VariantName, make_plan
 from flows.settings import Settings, apply_environment, load_settings
 from flows.sweep import SweepRequest, run_sweep, start_ray, stop_ray, sweep_slots
@@ -261,6 +261,7 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
         out_dir = settings.reports_root / run_id
         paths = leaderboard.write(boards, out_dir, plan.modalities)
         tracking.log_files(uri, run_id, paths, "leaderboard")
+        registered = registry.register(uri, run_id, boards)
         for dataset, board in boards.items():
             table = board.drop(columns=["run_id"]).astype(object).where(board.notna(), None)
             create_table_artifact(table.to_dict(orient="records"), key=artifact_key("leaderboard", dataset),
@@ -270,7 +271,8 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
                                  description=f"MLflow experiment {settings.experiment}, run {run_id}")
         result = {"run_id": run_id, "experiment_id": experiment_id, "opened": opened,
                   "resumed": opened.startswith("resuming"), "boards": boards, "reports": str(out_dir),
-                  "sweeps": summaries, "failures": failures, "modalities": plan.modalities}
+                  "sweeps": summaries, "failures": failures, "modalities": plan.modalities,
+                  "registered": registered}
         if failures:
             tracking.set_tags(uri, run_id, {"rnnbench.failed": "; ".join(f"{d}/{v}: {r}" for d, v, r in failures)[:4000]})
             raise IncompleteBenchmark(result)
