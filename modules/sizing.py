@@ -182,26 +182,55 @@ def structural_keys(space: Mapping[str, Any], variant: Variant) -> list[str]:
     return [k for k in space if k not in _COUNT_FREE and k not in knobs]
 
 
-def solve_space(variant: Variant, task: "Task", data: Mapping[str, Any], space: Mapping[str, Any],
-                target: int, tolerance: float = TOLERANCE, most: int = 64) -> tuple[list[str], dict[tuple, Solution]]:
-    """A solution for every configuration of ``space`` (preset sampler tables) that can change
-    the count: (the keys that vary, {their values: solution}). Constants and count-free keys
-    are used as they are; a key that varies must be listable (a choice or a small randint)."""
-    fixed = {k: v for k, v in space.items() if not isinstance(v, Mapping)}
-    varying = [k for k in structural_keys(space, variant) if isinstance(space[k], Mapping)]
+def varying_options(variant: Variant, space: Mapping[str, Any], most: int = 64) -> dict[str, list]:
+    """The searched keys of ``space`` (preset sampler tables) that may change the count, with
+    their values: each configuration of them is sized on its own, so each must be listable (a
+    choice or a small randint). Imports no torch: the plan calls it."""
     options = {}
-    for key in varying:
+    for key in structural_keys(space, variant):
+        if not isinstance(space[key], Mapping):
+            continue
         values = listed_values(space[key])
         if values is None:
             raise SizingError(f"{variant.name}: with size targets, {key} must be a constant or a "
-                              f"choice (it may change the parameter count), got {space[key]}")
+                              f"choice (it may change the parameter count), got {dict(space[key])}")
         options[key] = values
-    combos = [dict(zip(varying, c)) for c in _product(list(options.values()))]
-    if len(combos) > most:
-        raise SizingError(f"{variant.name}: with size targets, {', '.join(varying)} allow "
-                          f"{len(combos)} configurations, each sized on its own; at most {most}")
-    return varying, {tuple(c[k] for k in varying): solve(variant, task, data, {**fixed, **c}, target, tolerance)
-                     for c in combos}
+    configurations = math.prod(len(v) for v in options.values())
+    if configurations > most:
+        raise SizingError(f"{variant.name}: with size targets, {', '.join(options)} allow "
+                          f"{configurations} configurations, each sized on its own; at most {most}")
+    return options
+
+
+def solve_space(variant: Variant, task: "Task", data: Mapping[str, Any], space: Mapping[str, Any],
+                target: int, tolerance: float = TOLERANCE) -> tuple[list[str], dict[tuple, Solution]]:
+    """A solution for every configuration of ``space`` that can change the count: (the keys
+    that vary, {their values: solution}). Constants and count-free keys are used as they are."""
+    fixed = {k: v for k, v in space.items() if not isinstance(v, Mapping)}
+    options = varying_options(variant, space)
+    varying = list(options)
+    return varying, {combo: solve(variant, task, data, {**fixed, **dict(zip(varying, combo))}, target, tolerance)
+                     for combo in _product(list(options.values()))}
+
+
+# The least a dataset can be: one input channel, no vocabulary, the smallest output.
+STAND_IN = {"input_dim": 1, "vocab_size": 0, "num_classes": 2, "horizon": 1, "outputs": 1,
+            "window": 1, "target_channel": 0}
+
+
+def smallest(variant: Variant, task: "Task", space: Mapping[str, Any]) -> tuple[int, dict] | None:
+    """(count, knobs) of ``variant``'s smallest network on a ``task`` dataset: every knob at
+    its least valid value on the stand-in dataset, the space's other values at their first;
+    None when the stand-in cannot be built (a task that needs facts of its own)."""
+    hparams = {k: (listed_values(v) or [None])[0] if isinstance(v, Mapping) else v for k, v in space.items()}
+    hparams = {k: v for k, v in hparams.items() if v is not None}
+    knobs = {}
+    for knob in (variant.sizing.width, *(k for k, _ in variant.sizing.second)):
+        knobs[knob] = next((v for v in range(1, _SCAN) if _valid(variant, task, {**hparams, **knobs}, knob, v)), 1)
+    try:
+        return count(variant, task, STAND_IN, {**hparams, **knobs}), knobs
+    except Exception:
+        return None
 
 
 def _product(lists: list[list]) -> Iterator[tuple]:

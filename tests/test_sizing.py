@@ -139,3 +139,46 @@ def test_counting_on_the_meta_device_allocates_no_weights():
     huge = {**HPARAMS, "hidden_size": 50_000}  # 10 billion LSTM weights: only shapes are made
     assert sizing.count(VARIANTS["lstm"], task, data, huge) > 10**10
     assert torch.empty(1).device.type == "cpu"  # the default device is left as it was
+
+
+def _preset(tmp_path, extra: str) -> str:
+    from tests.conftest import TINY_PRESET
+
+    text = open(TINY_PRESET).read().replace("seed = 0", "seed = 0\n" + extra)
+    path = tmp_path / "sized.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_the_plan_refuses_a_target_no_network_can_reach_in_one_line(tmp_path):
+    from flows.plan import PlanError, make_plan
+    from flows.settings import load_settings
+
+    settings = load_settings(home=tmp_path / "home", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(PlanError) as caught:
+        make_plan(settings, preset_path=_preset(tmp_path, "size_targets = [10, 10000]"), check_machine=False)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("preset 'sized': size target 10 is below the smallest lstm network on any "
+                              "classification dataset (")
+    assert "size_targets must be at least" in message
+    with pytest.raises(PlanError, match="size_targets.0: Input should be greater than 0"):
+        make_plan(settings, preset_path=_preset(tmp_path, "size_targets = [0]"), check_machine=False)
+    plan = make_plan(settings, preset_path=_preset(tmp_path, "size_targets = [10000, 50000]"), check_machine=False)
+    assert plan.preset.budget.size_targets == [10000, 50000]
+
+
+def test_the_plan_refuses_a_searched_structural_key_it_cannot_list(tmp_path):
+    from flows.plan import PlanError, make_plan
+    from flows.settings import load_settings
+
+    settings = load_settings(home=tmp_path / "home", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    path = _preset(tmp_path, "size_targets = [10000]")
+    with open(path, "a") as f:
+        f.write("\n[variant_space.bigru]\nmerge = { choice = [\"concat\", \"sum\"] }\n")
+    assert make_plan(settings, preset_path=path, check_machine=False).pairs  # a choice: each sized
+    text = open(path).read().replace("num_layers = 1", "num_layers = { uniform = [1, 3] }")
+    open(path, "w").write(text)
+    with pytest.raises(PlanError, match=r"^preset 'sized', japanese-vowels: lstm: with size targets, "
+                                        r"num_layers must be a constant or a choice"):
+        make_plan(settings, preset_path=path, check_machine=False)
