@@ -114,11 +114,11 @@ def solve(variant: Variant, task: "Task", data: Mapping[str, Any], hparams: Mapp
     parameters, the other hyperparameters as in ``hparams`` (the knobs' own values there are
     replaced). Width first; when its nearest counts are both too far, the first second knob
     that can close the gap, at the width nearest the width-only answer that it closes; of two
-    values that land, the one nearer what the network uses by default. Raises SizingError."""
-    sizing = variant.sizing
-    width = sizing.width
-    knobs = (width, *(k for k, _ in sizing.second))
-    base = {k: v for k, v in hparams.items() if k not in knobs}
+    values that land, the one nearer what the network uses by default. A second knob that
+    ``hparams`` sets is held at its value, not turned. Raises SizingError."""
+    width = variant.sizing.width
+    second = [(k, d) for k, d in variant.sizing.second if hparams.get(k) is None]
+    base = {k: v for k, v in hparams.items() if k != width and not any(k == s for s, _ in second)}
     counts: dict[tuple, int] = {}
 
     def n(values: Mapping[str, int]) -> int:
@@ -143,12 +143,12 @@ def solve(variant: Variant, task: "Task", data: Mapping[str, Any], hparams: Mapp
     if smallest is not None and next_one is not None and f(smallest) == f(next_one):
         raise SizingError(f"{variant.name}: its parameter count ({f(smallest):,}) does not change "
                           f"with {width}, so it cannot be sized")
-    for knob, default in sizing.second:
+    for knob, default in second:
         found = _second_knob(variant, task, base, width, knob, default, n, below, above, target, tolerance)
         if found is not None:
             return found
     reach = " or ".join(f"{s.n_params:,} ({width}={s.values[width]}, {s.error:+.0%})" for s in nearest)
-    tried = f"; {', '.join(k for k, _ in sizing.second)} could not close the gap" if sizing.second else ""
+    tried = f"; {', '.join(k for k, _ in second)} could not close the gap" if second else ""
     least = f"; its smallest network has {f(smallest):,}" if below is None and smallest else ""
     raise SizingError(f"{variant.name} cannot be sized to {target:,} parameters within "
                       f"{tolerance:.0%} on this dataset: {width} gives {reach}{tried}{least}")
@@ -156,16 +156,16 @@ def solve(variant: Variant, task: "Task", data: Mapping[str, Any], hparams: Mapp
 
 def _second_knob(variant, task, base, width, knob, default, n, below, above, target, tolerance):
     """The width nearest the width-only bracket at which ``knob`` lands within tolerance."""
+    wider_too_big = False
     for w, direction in _outward(below, above):
-        if not _valid(variant, task, base, width, w):
+        if (direction > 0 and wider_too_big) or not _valid(variant, task, base, width, w):
             continue
         g = lambda s: n({width: w, knob: s})  # noqa: E731
         if g(1) == g(2):
             return None  # the knob moves nothing here (an embedding width on numeric inputs)
         if direction > 0 and g(1) > target * (1 + tolerance):
-            if below is None or w > (below or 0) + _SCAN:
-                return None
-            continue  # wider only grows the count; the downward side may still land
+            wider_too_big = True  # even the knob's least value is over: any wider width is too
+            continue
         lo, hi = _bracket(g, lambda s: _valid(variant, task, base, knob, s), target)
         fits = [Solution(target, g(s), {width: w, knob: s}) for s in (lo, hi)
                 if s is not None and abs(g(s) / target - 1) <= tolerance]
@@ -177,9 +177,9 @@ def _second_knob(variant, task, base, width, knob, default, n, below, above, tar
 
 def structural_keys(space: Mapping[str, Any], variant: Variant) -> list[str]:
     """The keys of a search space that may change the parameter count: everything but the
-    training loop's, dropout and the knobs size matching sets itself."""
-    knobs = (variant.sizing.width, *(k for k, _ in variant.sizing.second))
-    return [k for k in space if k not in _COUNT_FREE and k not in knobs]
+    training loop's, dropout and the width size matching solves (a second knob the space sets
+    is held, so it counts here)."""
+    return [k for k in space if k not in _COUNT_FREE and k != variant.sizing.width]
 
 
 def varying_options(variant: Variant, space: Mapping[str, Any], most: int = 64) -> dict[str, list]:
@@ -225,7 +225,7 @@ def smallest(variant: Variant, task: "Task", space: Mapping[str, Any]) -> tuple[
     hparams = {k: (listed_values(v) or [None])[0] if isinstance(v, Mapping) else v for k, v in space.items()}
     hparams = {k: v for k, v in hparams.items() if v is not None}
     knobs = {}
-    for knob in (variant.sizing.width, *(k for k, _ in variant.sizing.second)):
+    for knob in (variant.sizing.width, *(k for k, _ in variant.sizing.second if k not in hparams)):
         knobs[knob] = next((v for v in range(1, _SCAN) if _valid(variant, task, {**hparams, **knobs}, knob, v)), 1)
     try:
         return count(variant, task, STAND_IN, {**hparams, **knobs}), knobs
@@ -237,6 +237,14 @@ def _product(lists: list[list]) -> Iterator[tuple]:
     import itertools
 
     return itertools.product(*lists)
+
+
+def size_label(variant: str, target: int | None) -> str:
+    """``lstm@50k``: a variant sized to a target, as tables and progress name it."""
+    if not target:
+        return variant
+    shown = f"{target / 1e6:g}M" if target >= 1_000_000 else f"{target / 1e3:g}k" if target >= 1000 else str(target)
+    return f"{variant}@{shown}"
 
 
 class SolvedKnob:
