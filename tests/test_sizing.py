@@ -182,3 +182,49 @@ def test_the_plan_refuses_a_searched_structural_key_it_cannot_list(tmp_path):
     with pytest.raises(PlanError, match=r"^preset 'sized', japanese-vowels: lstm: with size targets, "
                                         r"num_layers must be a constant or a choice"):
         make_plan(settings, preset_path=path, check_machine=False)
+
+
+def test_a_sized_sweep_space_gives_every_drawn_configuration_a_network_within_5_percent(tmp_path):
+    """The space a size-matched sweep hands Tune, on a prepared dataset: the width is no longer
+    searched, and each merge Tune draws gets the width solved for it."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    from datamodules.catalog import prepare
+    from flows.pipeline import sized_space
+    from flows.plan import make_plan, search_space
+    from flows.settings import load_settings
+    from flows.training import PreparedData
+
+    settings = load_settings(home=tmp_path / "home", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    path = _preset(tmp_path, "size_targets = [6000, 20000]")
+    with open(path, "a") as f:
+        f.write('\n[variant_space.bigru]\nmerge = { choice = ["concat", "sum"] }\n')
+    plan = make_plan(settings, preset_path=path, check_machine=False)
+    artifact_dir = prepare("japanese-vowels", settings.data_root)[0]
+    data = PreparedData.load(artifact_dir).data
+    task, variant = plan.task("japanese-vowels"), plan.variant("bigru")
+    for target in plan.preset.budget.size_targets:
+        space = sized_space(plan, "japanese-vowels", "bigru", artifact_dir, target)
+        assert not isinstance(space["hidden_size"], dict)  # not searched any more
+        drawn = {}
+        for seed in range(6):
+            for _, config in generate_variants(search_space(space), random_state=seed):
+                n = count_parameters(variant.build(task, data, config))
+                assert abs(n / target - 1) <= 0.05, (target, config, n)
+                drawn[config["merge"]] = config["hidden_size"]
+        assert set(drawn) == {"concat", "sum"} and drawn["concat"] <= drawn["sum"]  # concat: a wider head
+    # lstm's space searches nothing structural: its width is a constant
+    assert isinstance(sized_space(plan, "japanese-vowels", "lstm", artifact_dir, 6000)["hidden_size"], int)
+
+
+def test_each_size_target_is_its_own_sweep():
+    from flows.sweep import SweepRequest
+
+    plain = dict(dataset="d", variant=VARIANTS["lstm"], task=TASKS["classification"], artifact_dir=None,
+                 budget=__import__("flows.plan", fromlist=["Budget"]).Budget(), space={}, settings=None,
+                 experiment_id="0", parent_run_id="p")
+    requests = [SweepRequest(**plain), SweepRequest(**plain, size_target=10_000),
+                SweepRequest(**plain, size_target=200_000)]
+    assert len({r.key for r in requests}) == len({r.tune_name for r in requests}) == 3
+    assert [r.label for r in requests] == ["lstm", "lstm@10k", "lstm@200k"]
+    assert requests[0].key == "d/lstm/seed0"  # unsized sweeps keep their key (a resume finds them)
