@@ -434,7 +434,7 @@ def _check_sizing(p: Preset, pairs: list[Pair], custom: dict[str, Variant], data
         least, knobs = floors[key]
         low = [t for t in p.budget.size_targets if t < least * (1 - sizing.TOLERANCE)]
         if low:
-            shown = ", ".join(f"{k}={v}" for k, v in knobs.items())
+            shown = f"{variant.sizing.width}={knobs[variant.sizing.width]}"
             raise PlanError(f"preset {p.name!r}: size target {low[0]:,} is below the smallest {pair.variant} "
                             f"network on any {task.name} dataset ({least:,} parameters at {shown}); "
                             f"size_targets must be at least {math.ceil(least * (1 - sizing.TOLERANCE)):,}")

@@ -88,7 +88,14 @@ def _as_wide(hparams: Mapping[str, Any]) -> int:
 
 
 def _feed_forward(hparams: Mapping[str, Any]) -> int:
-    return int(hparams.get("ff_mult", 2)) * int(hparams["hidden_size"])  # TransformerEncoder's default
+    """The Transformer's feed-forward width when ``ff_size`` is unset (read from the encoder's
+    own default, so it cannot drift; sizing has imported torch by the time it asks)."""
+    import inspect
+
+    from modules.encoders import TransformerEncoder
+
+    ff_mult = hparams.get("ff_mult", inspect.signature(TransformerEncoder).parameters["ff_mult"].default)
+    return int(ff_mult) * int(hparams["hidden_size"])
 
 
 @dataclass(frozen=True)
