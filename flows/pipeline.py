@@ -309,13 +309,9 @@ def sized_space(plan: Plan, dataset: str, variant: str, artifact_dir: Path, targ
     knobs = dict.fromkeys(k for s in table.values() for k in s.values)
     sized = {k: val for k, val in space.items() if k not in knobs}
     for knob in knobs:
-        values = {key: s.values.get(knob) for key, s in table.items()}
-        if len(set(values.values())) == 1:
-            value = next(iter(values.values()))
-            if value is not None:
-                sized[knob] = value
-        else:
-            sized[knob] = tune.sample_from(sizing.SolvedKnob(knob, varying, {k: s.values for k, s in table.items()}, None))
+        values = {s.values[knob] for s in table.values()}
+        sized[knob] = values.pop() if len(values) == 1 else tune.sample_from(
+            sizing.SolvedKnob(knob, varying, {k: s.values for k, s in table.items()}))
     return sized
 
 

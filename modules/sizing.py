@@ -209,8 +209,17 @@ def solve_space(variant: Variant, task: "Task", data: Mapping[str, Any], space: 
     fixed = {k: v for k, v in space.items() if not isinstance(v, Mapping)}
     options = varying_options(variant, space)
     varying = list(options)
-    return varying, {combo: solve(variant, task, data, {**fixed, **dict(zip(varying, combo))}, target, tolerance)
-                     for combo in _product(list(options.values()))}
+    table = {combo: solve(variant, task, data, {**fixed, **dict(zip(varying, combo))}, target, tolerance)
+             for combo in _product(list(options.values()))}
+    # a second knob one configuration needs is spelled out in all of them (at the value the
+    # network takes when it is unset), so every trial records the network it trained
+    used = {k for s in table.values() for k in s.values}
+    for combo, s in table.items():
+        hparams = {**fixed, **dict(zip(varying, combo)), **s.values}
+        filled = {k: default(hparams) for k, default in variant.sizing.second if k in used and k not in s.values}
+        if filled:
+            table[combo] = Solution(s.target, s.n_params, {**s.values, **filled})
+    return varying, table
 
 
 # The least a dataset can be: one input channel, no vocabulary, the smallest output.
@@ -252,11 +261,11 @@ class SolvedKnob:
     is Tune's resolved spec; ``spec.config`` its configuration). Plain data: it travels to
     Tune's state and back on a resume."""
 
-    def __init__(self, knob: str, varying: list[str], table: Mapping[tuple, Mapping[str, int]], default: Any):
-        self.knob, self.varying, self.default = knob, list(varying), default
+    def __init__(self, knob: str, varying: list[str], table: Mapping[tuple, Mapping[str, int]]):
+        self.knob, self.varying = knob, list(varying)
         self.table = {k: dict(v) for k, v in table.items()}
 
-    def __call__(self, spec) -> Any:
+    def __call__(self, spec) -> int:
         config = spec["config"] if "config" in spec else spec
-        return self.table[tuple(config[k] for k in self.varying)].get(self.knob, self.default)
+        return self.table[tuple(config[k] for k in self.varying)][self.knob]
 

@@ -127,7 +127,7 @@ def test_each_configuration_of_a_searched_structural_choice_gets_its_own_width()
         built = count_parameters(VARIANTS["bilstm"].build(task, data, {"num_layers": 1, "merge": merge,
                                                                        **solution.values}))
         assert abs(built / 50_000 - 1) <= 0.05
-    lookup = sizing.SolvedKnob("hidden_size", varying, {k: s.values for k, s in table.items()}, None)
+    lookup = sizing.SolvedKnob("hidden_size", varying, {k: s.values for k, s in table.items()})
     assert lookup({"config": {"merge": "sum"}}) == table[("sum",)].values["hidden_size"]
     with pytest.raises(sizing.SizingError, match="num_layers must be a constant or a choice"):
         sizing.solve_space(VARIANTS["lstm"], task, data, {**space, "merge": "concat",
@@ -228,3 +228,16 @@ def test_each_size_target_is_its_own_sweep():
     assert len({r.key for r in requests}) == len({r.tune_name for r in requests}) == 3
     assert [r.label for r in requests] == ["lstm", "lstm@10k", "lstm@200k"]
     assert requests[0].key == "d/lstm/seed0"  # unsized sweeps keep their key (a resume finds them)
+
+
+def test_a_second_knob_one_configuration_needs_is_spelled_out_in_the_others():
+    """4 heads need ff_size at 10k on this dataset, 2 heads may not: both record the feed-forward
+    width they train with, and the count is unchanged by spelling it out."""
+    task, data = TASKS["regression"], SHAPES["regression"]["numeric"]
+    space = {"hidden_size": 32, "num_layers": 1, "ff_mult": 2, "nhead": {"choice": [1, 4]}}
+    varying, table = sizing.solve_space(VARIANTS["transformer"], task, data, space, 10_000)
+    assert varying == ["nhead"] and all("ff_size" in s.values for s in table.values())
+    for (nhead,), solution in table.items():
+        built = count_parameters(VARIANTS["transformer"].build(
+            task, data, {"num_layers": 1, "ff_mult": 2, "nhead": nhead, **solution.values}))
+        assert built == solution.n_params and abs(built / 10_000 - 1) <= 0.05
