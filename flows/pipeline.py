@@ -236,7 +236,8 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
     if plan.unequal_spaces():  # the leaderboards print it too (they read it from this tag)
         tracking.set_tags(uri, run_id, {leaderboard.UNEQUAL: "; ".join(plan.unequal_spaces())[:4000]})
     try:
-        with tracking.Heartbeat(uri, run_id), progress.display(len(plan.pairs) * max(1, len(plan.preset.budget.size_targets)), enabled=show_progress) as shown:
+        sweeps = len(plan.pairs) * max(1, len(plan.preset.budget.size_targets))  # a sweep per size target
+        with tracking.Heartbeat(uri, run_id), progress.display(sweeps, enabled=show_progress) as shown:
             for note in plan.skipped:
                 if shown is not None:
                     shown.progress.console.print(f"  [yellow]-[/] {note}")
