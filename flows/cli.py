@@ -47,6 +47,16 @@ def _plan(settings, preset: str, datasets, variants):
         _fail(str(exc), runtime.exit_code(exc))
 
 
+def _sized(targets: list[int]) -> str:
+    """", each variant sized to 10k, 50k parameters (one sweep per target)" or nothing."""
+    if not targets:
+        return ""
+    from modules.sizing import size_label
+
+    shown = ", ".join(size_label("", t)[1:] for t in targets)
+    return f", each variant sized to {shown} parameters (one sweep per target)"
+
+
 def _benchmark_args(plan, preset: str, resume: Optional[str]) -> dict:
     """The flow's parameters for a checked plan: built-in variants by name, a preset's own
     variants as extra_variants, a preset file as preset_path."""
@@ -96,7 +106,7 @@ def run(
     b = plan.preset.budget
     console.print(f"rnnbench [bold]{plan.preset.name}[/]: {len(plan.datasets)} dataset(s) x "
                   f"{len(plan.variants)} variant(s), {b.num_samples} trials of at most {b.max_epochs} "
-                  f"epochs each; state in {settings.home}", soft_wrap=True)
+                  f"epochs each{_sized(b.size_targets)}; state in {settings.home}", soft_wrap=True)
     from flows.pipeline import benchmark
 
     _run_benchmark(benchmark, settings, **_benchmark_args(plan, preset, resume))

@@ -236,7 +236,8 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
     if plan.unequal_spaces():  # the leaderboards print it too (they read it from this tag)
         tracking.set_tags(uri, run_id, {leaderboard.UNEQUAL: "; ".join(plan.unequal_spaces())[:4000]})
     try:
-        with tracking.Heartbeat(uri, run_id), progress.display(len(plan.pairs), enabled=show_progress) as shown:
+        sweeps = len(plan.pairs) * max(1, len(plan.preset.budget.size_targets))  # a sweep per size target
+        with tracking.Heartbeat(uri, run_id), progress.display(sweeps, enabled=show_progress) as shown:
             for note in plan.skipped:
                 if shown is not None:
                     shown.progress.console.print(f"  [yellow]-[/] {note}")
@@ -250,12 +251,14 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
                 artifact_dir = Path(prepared["artifact_dir"])
                 _record_baseline(plan, dataset, artifact_dir, run_id)
                 for variant in plan.variants_for(dataset):
-                    requests.append(SweepRequest(
-                        dataset=dataset, variant=plan.variant(variant), task=plan.task(dataset),
-                        artifact_dir=artifact_dir, budget=plan.preset.budget,
-                        space=plan.preset.space_for(dataset, variant), settings=settings,
-                        experiment_id=experiment_id, parent_run_id=run_id,
-                        tags={"preset": plan.preset.name}, packages=plan.packages()))
+                    for target in plan.preset.budget.size_targets or [None]:
+                        requests.append(SweepRequest(
+                            dataset=dataset, variant=plan.variant(variant), task=plan.task(dataset),
+                            artifact_dir=artifact_dir, budget=plan.preset.budget,
+                            space=sized_space(plan, dataset, variant, artifact_dir, target),
+                            settings=settings, experiment_id=experiment_id, parent_run_id=run_id,
+                            tags={"preset": plan.preset.name}, packages=plan.packages(),
+                            size_target=target))
             _sweep_all(plan, requests, summaries, failures)
         boards = leaderboard.build(uri, experiment_id, run_id)
         out_dir = settings.reports_root / run_id
@@ -285,6 +288,34 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
         tracking.close_descendants(uri, experiment_id, run_id, status)
         tracking.finish(uri, run_id, status)
         stop_ray()
+
+
+def sized_space(plan: Plan, dataset: str, variant: str, artifact_dir: Path, target: Optional[int]) -> dict[str, Any]:
+    """The variant's search space on ``dataset``; with a size ``target``, its width (and second
+    knob, where needed) fixed to the values that land within 5% of it on the prepared dataset,
+    one set per configuration of the structural keys the space searches (looked up as each
+    trial draws them). A target the variant cannot reach is refused before any sweep starts."""
+    from ray import tune
+
+    from datamodules.artifact import read_manifest
+    from flows.training import PreparedData
+    from modules import sizing
+
+    space = plan.preset.space_for(dataset, variant)
+    if not target:
+        return space
+    v, data = plan.variant(variant), PreparedData(read_manifest(artifact_dir), {}, {}).data
+    try:
+        varying, table = sizing.solve_space(v, plan.task(dataset), data, space, target)
+    except sizing.SizingError as exc:
+        raise PlanError(f"{dataset}: {exc}") from None
+    knobs = dict.fromkeys(k for s in table.values() for k in s.values)
+    sized = {k: val for k, val in space.items() if k not in knobs}
+    for knob in knobs:
+        values = {s.values[knob] for s in table.values()}
+        sized[knob] = values.pop() if len(values) == 1 else tune.sample_from(
+            sizing.SolvedKnob(knob, varying, {k: s.values for k, s in table.items()}))
+    return sized
 
 
 def _sweep_all(plan: Plan, requests: list[SweepRequest], summaries: list[dict],
