@@ -180,20 +180,26 @@ async def _deployments(api: str) -> dict:
         return {d.entrypoint.rsplit(".", 1)[-1]: d for d in await client.read_deployments()}
 
 
-async def _run_benchmark(api: str, deployment_id, served: Served, timeout: float = 240):
-    """Create a flow run of the deployment the way the UI's Run button does, and wait for it."""
+async def _run_two(api: str, deployments: dict, served: Served, timeout: float = 240):
+    """A benchmark run and a prepare_dataset run created at once, the way the UI's Run button
+    creates them; both waited for. Returns them and the benchmark run's artifact keys."""
     from prefect.client.orchestration import PrefectClient
 
     async with PrefectClient(api) as client:
-        run = await client.create_flow_run_from_deployment(deployment_id, parameters={
+        bench = await client.create_flow_run_from_deployment(deployments["benchmark"].id, parameters={
             "preset_path": TINY_PRESET, "variants": ["lstm"], "num_samples": 1})
+        prep = await client.create_flow_run_from_deployment(
+            deployments["prepare_dataset"].id, parameters={"datasets": ["sunspots"]})
         deadline = time.monotonic() + timeout
-        while not (run := await client.read_flow_run(run.id)).state.is_final():
-            assert time.monotonic() < deadline, f"flow run not final in {timeout}s:\n{served.text()[-3000:]}"
+        while True:
+            bench, prep = [await client.read_flow_run(r.id) for r in (bench, prep)]
+            if bench.state.is_final() and prep.state.is_final():
+                break
+            assert time.monotonic() < deadline, f"flow runs not final in {timeout}s:\n{served.text()[-3000:]}"
             served.watch()
             await asyncio.sleep(1)
         artifacts = await client.read_artifacts()
-        return run, {a.key for a in artifacts if a.flow_run_id == run.id}
+        return bench, prep, {a.key for a in artifacts if a.flow_run_id == bench.id}
 
 
 async def _set_in_the_ui(api: str, deployments: dict) -> None:
@@ -240,8 +246,11 @@ def test_serve_runs_a_deployment_from_the_api_and_a_restart_keeps_what_the_ui_se
         assert nightly.slug == "nightly" and nightly.active is False, "the example starts inactive"
         assert nightly.schedule.cron == "0 2 * * *"
 
-        run, artifact_keys = asyncio.run(_run_benchmark(prefect_api, bench.id, served))
+        run, prep, artifact_keys = asyncio.run(_run_two(prefect_api, deployments, served))
         assert run.state.is_completed(), f"{run.state}\n{served.text()[-3000:]}"
+        assert prep.state.is_completed(), f"{prep.state}\n{served.text()[-3000:]}"
+        assert prep.start_time >= run.end_time or run.start_time >= prep.end_time, \
+            "one flow run at a time: the second waited for the first"
         assert {"leaderboard", "leaderboard-japanese-vowels"} <= artifact_keys
         assert served.seen, "the flow run ran in a child process of serve"
 
