@@ -19,7 +19,7 @@ from typing import Optional
 import typer
 
 from flows import runtime
-from flows.runtime import EXIT_BAD_INPUT, EXIT_FAILED
+from flows.runtime import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_UNAVAILABLE
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Fair, tuned bake-offs of RNN variants against a Transformer baseline.")
@@ -327,8 +327,6 @@ def serve(
     """Serve the benchmark, sweep, prepare_dataset and import_dataset flows as deployments of
     the Prefect server at PREFECT_API_URL: run them and their schedules from the Prefect UI.
     Runs use this command's state folder, tracking URI and Ray address. Ctrl-C stops."""
-    from flows.runtime import EXIT_UNAVAILABLE
-
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # the runner's log is the service's
     settings = runtime.setup(tracking_uri, experiment, ray_address, storage, trigger=None)
     api = settings.prefect_api_url

@@ -91,8 +91,8 @@ async def build() -> list:
 
 def serve(limit: int, on_ready: Callable[[list], None]) -> None:
     """Register the deployments, then run their flow runs, at most ``limit`` at a time, until
-    Ctrl-C or SIGTERM (flow runs still going then are stopped by Prefect's runner). What
-    ``prefect.serve`` does, with ``on_ready`` called once the deployments are registered."""
+    Ctrl-C or SIGTERM: what ``prefect.serve`` does, with ``on_ready`` called once the
+    deployments are registered and without pausing anything on the way out."""
     from prefect.exceptions import TerminationSignal
     from prefect.runner import Runner
 
