@@ -12,6 +12,7 @@ shutdown by default, and re-sends ``paused=False`` and the code's schedules on e
 from __future__ import annotations
 
 import asyncio
+import signal
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -101,7 +102,17 @@ def serve(limit: int, on_ready: Callable[[list], None]) -> None:
     for deployment in served:
         runner.add_deployment(deployment)
     on_ready(served)
+
+    def graceful(signum, frame) -> None:
+        """Ctrl-C stops like SIGTERM: the runner cancels its flow runs (they mark their MLflow
+        runs KILLED and stop Ray) and waits for them. Left to asyncio, Ctrl-C cancelled the
+        runner's own shutdown and left the flow runs' processes running."""
+        runner.handle_sigterm()
+
+    previous = signal.signal(signal.SIGINT, graceful)
     try:
         asyncio.run(runner.start())
     except TerminationSignal:
         pass
+    finally:
+        signal.signal(signal.SIGINT, previous)

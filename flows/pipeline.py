@@ -28,7 +28,7 @@ from datamodules import catalog, userdata
 from datamodules.errors import DataError
 from flows import leaderboard, progress, tracking
 from flows.plan import Budget, Plan, PlanError, PresetName, VariantName, make_plan
-from flows.quiet import silence
+from flows.quiet import quiet_interrupts, silence
 from flows.settings import Settings, apply_environment, load_settings
 from flows.sweep import SweepRequest, run_sweep, start_ray, stop_ray, sweep_slots
 from flows.tune_threads import allow_sweeps, interrupt_sweeps
@@ -63,6 +63,7 @@ def _settings(home: Optional[str], tracking_uri: Optional[str] = None, experimen
     settings = load_settings(tracking_uri, experiment, ray_address, home, storage)
     apply_environment(settings)
     silence()  # the CLI did it already; a flow run started by ``rnnbench serve`` did not
+    quiet_interrupts()
     return settings
 
 

@@ -1,6 +1,7 @@
 """``rnnbench serve`` against a real Prefect server (SQLite, on a loopback address other than
-127.0.0.1): a flow run created through the API as the UI's Run button does, the forms' types,
-a user's schedule and pause surviving a restart, and Ctrl-C leaving no process behind."""
+127.0.0.1): flow runs created through the API as the UI's Run button does, one at a time, the
+forms' types, a user's schedules and pause surviving a restart, and Ctrl-C (idle, and while a
+benchmark trains) leaving runs KILLED and no process behind."""
 
 from __future__ import annotations
 
@@ -202,6 +203,20 @@ async def _run_two(api: str, deployments: dict, served: Served, timeout: float =
         return bench, prep, {a.key for a in artifacts if a.flow_run_id == bench.id}
 
 
+async def _start(api: str, deployment_id, parameters: dict):
+    from prefect.client.orchestration import PrefectClient
+
+    async with PrefectClient(api) as client:
+        return (await client.create_flow_run_from_deployment(deployment_id, parameters=parameters)).id
+
+
+async def _state(api: str, flow_run_id):
+    from prefect.client.orchestration import PrefectClient
+
+    async with PrefectClient(api) as client:
+        return (await client.read_flow_run(flow_run_id)).state
+
+
 async def _set_in_the_ui(api: str, deployments: dict) -> None:
     """What a user does in the UI: switch the example schedule on, add a schedule of their
     own (the UI gives it no slug), pause a deployment."""
@@ -215,7 +230,7 @@ async def _set_in_the_ui(api: str, deployments: dict) -> None:
         await client.pause_deployment(deployments["sweep"].id)
 
 
-def test_serve_runs_a_deployment_from_the_api_and_a_restart_keeps_what_the_ui_set(
+def test_serve_runs_deployments_from_the_api_keeps_what_the_ui_set_and_stops_cleanly(
         prefect_api, tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -276,5 +291,24 @@ def test_serve_runs_a_deployment_from_the_api_and_a_restart_keeps_what_the_ui_se
         schedules = {(s.slug, s.active, s.schedule.cron) for s in after["benchmark"].schedules}
         assert schedules == {("nightly", True, "0 2 * * *"), (None, False, "30 3 * * 6")}
         assert after["sweep"].paused is True and after["benchmark"].paused is False
+
+        # Ctrl-C while a benchmark trains: its runs end KILLED, the flow run Cancelled, and
+        # no process is left
+        long = asyncio.run(_start(prefect_api, after["benchmark"].id, {
+            "preset_path": TINY_PRESET, "variants": ["lstm"], "max_epochs": 500}))
+        deadline = time.monotonic() + 120
+        while not [r for r in client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+                   if r.data.tags["rnnbench.role"] == "sweep"]:
+            assert time.monotonic() < deadline, f"no sweep started:\n{served.text()[-3000:]}"
+            served.watch()
+            time.sleep(1)
+        time.sleep(3)
         assert served.ctrl_c() == 0
-        assert not served.left()
+        assert not served.left(), f"processes left after Ctrl-C: {served.left()}"
+        out = served.text()
+        assert "rnnbench serve stopped." in out and "Traceback" not in out, out[-3000:]
+        assert asyncio.run(_state(prefect_api, long)).is_cancelled()
+    (killed,) = [r for r in client.search_runs([exp.experiment_id])
+                 if r.data.tags.get("rnnbench.flow_run_id") == str(long)]
+    family = [r for r in client.search_runs([exp.experiment_id]) if r.info.start_time >= killed.info.start_time]
+    assert {r.info.status for r in family} == {"KILLED"} and len(family) >= 2
