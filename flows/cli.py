@@ -1,4 +1,4 @@
-"""The ``rnnbench`` command: run, sweep, prepare, predict, report, list, ui.
+"""The ``rnnbench`` command: run, sweep, prepare, predict, report, list, ui, serve.
 
 Commands only: the plan is checked by ``flows.plan.make_plan`` (a bad name or size gets one
 line, the valid choices and exit code 2, before Prefect, Ray, MLflow or torch is imported);
@@ -19,7 +19,7 @@ from typing import Optional
 import typer
 
 from flows import runtime
-from flows.runtime import EXIT_BAD_INPUT, EXIT_FAILED
+from flows.runtime import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_UNAVAILABLE
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Fair, tuned bake-offs of RNN variants against a Transformer baseline.")
@@ -131,7 +131,10 @@ def sweep(
     from flows.pipeline import sweep as sweep_flow
 
     which = {k: v for k, v in _benchmark_args(plan, preset, resume).items() if k.startswith("preset")}
-    _run_benchmark(sweep_flow, settings, dataset=dataset, variant=variant, **which,
+    from modules.variants import BUILTIN
+
+    chosen = {"variant": variant} if variant in BUILTIN else {"extra_variant": variant}
+    _run_benchmark(sweep_flow, settings, dataset=dataset, **chosen, **which,
                    experiment=settings.experiment,
                    tracking_uri=settings.tracking_uri, ray_address=settings.ray_address,
                    storage=settings.storage, home=str(settings.home), resume=resume,
@@ -379,6 +382,60 @@ def ui(
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@app.command()
+def serve(
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI for every run"),
+    ray_address: Optional[str] = typer.Option(None, help="address of a running Ray cluster"),
+    storage: Optional[str] = typer.Option(
+        None, help="Tune's state and checkpoints: a folder every Ray node mounts, or s3://..."),
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default rnnbench)"),
+    limit: int = typer.Option(1, min=1, help="flow runs at a time (1: two benchmarks never "
+                                              "share the Ray slots)"),
+) -> None:
+    """Serve the benchmark, sweep, prepare_dataset and import_dataset flows as deployments of
+    the Prefect server at PREFECT_API_URL: run them and their schedules from the Prefect UI.
+    Runs use this command's state folder, tracking URI and Ray address. Ctrl-C stops."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # the runner's log is the service's
+    settings = runtime.setup(tracking_uri, experiment, ray_address, storage, trigger=None)
+    api = settings.prefect_api_url
+    if not api:
+        _fail("rnnbench serve needs a Prefect server for its deployments and schedules: start "
+              "one (`rnnbench ui` serves one on http://127.0.0.1:4200) and set "
+              "PREFECT_API_URL=http://127.0.0.1:4200/api", EXIT_UNAVAILABLE)
+    if not _wait_http(f"{api.rstrip('/')}/health", 5):
+        _fail(f"no Prefect API answers at {api} (PREFECT_API_URL); start it with `prefect "
+              f"server start` or `rnnbench ui`", EXIT_UNAVAILABLE)
+    from flows.plan import PlanError, check_services
+
+    try:  # the tracking server, before any deployment is registered
+        check_services(settings)
+    except PlanError as exc:
+        _fail(str(exc), runtime.exit_code(exc))
+    # the flow runs are child processes: they read these back through load_settings
+    os.environ["RNNBENCH_EXPERIMENT"] = settings.experiment
+    if settings.ray_address:
+        os.environ["RAY_ADDRESS"] = settings.ray_address
+    from prefect.settings import PREFECT_UI_URL
+
+    from flows import deployments
+    from flows.render import console
+
+    def ready(served: list) -> None:
+        names = ", ".join(f"{d.flow_name}/{d.name}" for d in served)
+        ui_url = PREFECT_UI_URL.value() or api.rstrip("/").removesuffix("/api")
+        console.print(f"Serving {names} (at most {limit} run(s) at a time); state in "
+                      f"{settings.home}, MLflow at {settings.tracking_uri}", soft_wrap=True,
+                      highlight=False)
+        console.print(f"Prefect UI: {ui_url}/deployments", soft_wrap=True, highlight=False)
+        console.print("Ctrl-C stops.", highlight=False)
+
+    try:
+        deployments.serve(limit, ready)
+    except KeyboardInterrupt:
+        pass
+    console.print("rnnbench serve stopped.", highlight=False)
 
 
 if __name__ == "__main__":

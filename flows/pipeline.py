@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
+from pydantic import PositiveInt, ValidationError
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -26,7 +27,8 @@ from prefect.exceptions import TerminationSignal
 from datamodules import catalog, userdata
 from datamodules.errors import DataError
 from flows import leaderboard, progress, registry, tracking
-from flows.plan import Plan, PlanError, PresetName, VariantName, make_plan
+from flows.plan import Budget, Plan, PlanError, PresetName, VariantName, make_plan
+from flows.quiet import quiet_interrupts, silence
 from flows.settings import Settings, apply_environment, load_settings
 from flows.sweep import SweepRequest, run_sweep, start_ray, stop_ray, sweep_slots
 from flows.tune_threads import allow_sweeps, interrupt_sweeps
@@ -60,6 +62,8 @@ def _settings(home: Optional[str], tracking_uri: Optional[str] = None, experimen
               ray_address: Optional[str] = None, storage: Optional[str] = None) -> Settings:
     settings = load_settings(tracking_uri, experiment, ray_address, home, storage)
     apply_environment(settings)
+    silence()  # the CLI did it already; a flow run started by ``rnnbench serve`` did not
+    quiet_interrupts()
     return settings
 
 
@@ -105,7 +109,12 @@ def _publish_manifest(name: str, result: dict) -> None:
 
 @flow(name="prepare_dataset")
 def prepare_dataset(datasets: list[str], home: Optional[str] = None) -> dict[str, dict]:
-    """Prepare built-in or registered datasets into the state folder (reused when unchanged)."""
+    """Prepare built-in or registered datasets into the state folder (reused when unchanged).
+
+    Args:
+        datasets: built-in or registered dataset names
+        home: the state folder (default: the serving process's RNNBENCH_HOME)
+    """
     settings = _settings(home)
     catalog.check_ready(datasets, settings.data_root)
     out = {}
@@ -128,7 +137,15 @@ def import_task(name: str, kind: str, source: str, options: dict, data_root: str
 def import_dataset(source: str, kind: str, name: str, options: Optional[dict[str, Any]] = None,
                    home: Optional[str] = None) -> dict[str, dict]:
     """Register your own data (timeseries, text, audio or sequences) under ``name``; afterwards
-    the benchmark and sweep flows take it by that name like a built-in dataset."""
+    the benchmark and sweep flows take it by that name like a built-in dataset.
+
+    Args:
+        source: your file or folder, on the machine that runs the flow
+        kind: timeseries, text, audio or sequences
+        name: the name to register it under
+        options: format options, as `rnnbench prepare --from` takes them (e.g. {"target": "load"})
+        home: the state folder (default: the serving process's RNNBENCH_HOME)
+    """
     settings = _settings(home)
     userdata.make_spec(name, kind, Path(source), options)  # options checked before any work
     result = import_task(name, kind, source, options or {}, str(settings.data_root))
@@ -390,32 +407,88 @@ def _variant_names(variants: Optional[list], extra_variants: Optional[list[str]]
     return chosen or None
 
 
+def _with_budget(plan: Plan, **overrides: Optional[int]) -> Plan:
+    """The flow's budget parameters over the preset's, checked like the preset's own and
+    written into the preset text the run logs (so its run key differs from the plain preset's)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return plan
+    p = plan.preset
+    try:
+        budget = Budget.model_validate({**p.budget.model_dump(), **given})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise PlanError(f"budget.{err['loc'][0]}: {err['msg']} (got {err['input']!r})") from None
+    note = "".join(f"\n# flow parameter: budget.{k} = {v}" for k, v in given.items())
+    return plan.model_copy(update={"preset": p.model_copy(update={"budget": budget,
+                                                                   "source": p.source + note})})
+
+
+# The flows' docstrings list their arguments Google-style: Prefect shows each line beside its
+# field in the UI's form.
 @flow(name="benchmark")
 def benchmark(preset: PresetName = PresetName.quick, preset_path: Optional[str] = None,
               datasets: Optional[list[str]] = None, variants: Optional[list[VariantName]] = None,
-              extra_variants: Optional[list[str]] = None, experiment: Optional[str] = None,
+              extra_variants: Optional[list[str]] = None, num_samples: Optional[PositiveInt] = None,
+              max_epochs: Optional[PositiveInt] = None, experiment: Optional[str] = None,
               tracking_uri: Optional[str] = None, ray_address: Optional[str] = None,
               storage: Optional[str] = None, home: Optional[str] = None,
               resume: Optional[str] = None, show_progress: bool = False) -> dict[str, Any]:
     """Prepare each dataset, sweep each variant with Ray Tune, and build the leaderboards.
 
-    ``preset``: a shipped preset, or ``preset_path`` to your own TOML file. ``variants``: the
-    built-in ones to run (default: the preset's); ``extra_variants``: variants your preset
-    declares under [custom_variants]. ``ray_address``: a Ray cluster, with ``storage`` (a
-    folder every node mounts, or s3://...) for Tune's checkpoints and an MLflow server as
-    ``tracking_uri``. ``resume``: an unfinished benchmark run id to continue."""
+    Args:
+        preset: a shipped preset (its budget, search space, datasets and variants)
+        preset_path: your own preset, a TOML file on the machine that runs the flow (instead of preset)
+        datasets: built-in or registered dataset names (default: the preset's)
+        variants: built-in variants to run (default: the preset's)
+        extra_variants: variants your preset declares under [custom_variants]
+        num_samples: trials per variant, over the preset's budget
+        max_epochs: most epochs per trial, over the preset's budget
+        experiment: MLflow experiment (default: the serving process's, else rnnbench)
+        tracking_uri: MLflow tracking URI (default: the serving process's)
+        ray_address: a Ray cluster (default: the serving process's, else a local Ray)
+        storage: Tune's state and checkpoints: a folder every Ray node mounts, or s3://...
+        home: the state folder (default: the serving process's RNNBENCH_HOME)
+        resume: an unfinished benchmark run id to continue
+        show_progress: a live progress display on the console (for the CLI)
+    """
     settings = _settings(home, tracking_uri, experiment, ray_address, storage)
     plan = make_plan(settings, preset, preset_path, datasets, _variant_names(variants, extra_variants))
+    plan = _with_budget(plan, num_samples=num_samples, max_epochs=max_epochs)
     return _run(plan, "benchmark", resume, show_progress)
 
 
 @flow(name="sweep")
-def sweep(dataset: str, variant: str, preset: PresetName = PresetName.quick,
-          preset_path: Optional[str] = None, experiment: Optional[str] = None,
-          tracking_uri: Optional[str] = None, ray_address: Optional[str] = None,
-          storage: Optional[str] = None, home: Optional[str] = None,
-          resume: Optional[str] = None, show_progress: bool = False) -> dict[str, Any]:
-    """One Ray Tune sweep (one dataset, one variant), recorded under its own parent run."""
+def sweep(dataset: str, variant: Optional[VariantName] = None, extra_variant: Optional[str] = None,
+          preset: PresetName = PresetName.quick, preset_path: Optional[str] = None,
+          num_samples: Optional[PositiveInt] = None, max_epochs: Optional[PositiveInt] = None,
+          experiment: Optional[str] = None, tracking_uri: Optional[str] = None,
+          ray_address: Optional[str] = None, storage: Optional[str] = None,
+          home: Optional[str] = None, resume: Optional[str] = None,
+          show_progress: bool = False) -> dict[str, Any]:
+    """One Ray Tune sweep (one dataset, one variant), recorded under its own parent run.
+
+    Args:
+        dataset: a built-in or registered dataset name
+        variant: a built-in variant (or leave empty and give extra_variant)
+        extra_variant: a variant your preset declares under [custom_variants]
+        preset: a shipped preset (its budget and search space)
+        preset_path: your own preset, a TOML file on the machine that runs the flow (instead of preset)
+        num_samples: trials, over the preset's budget
+        max_epochs: most epochs per trial, over the preset's budget
+        experiment: MLflow experiment (default: the serving process's, else rnnbench)
+        tracking_uri: MLflow tracking URI (default: the serving process's)
+        ray_address: a Ray cluster (default: the serving process's, else a local Ray)
+        storage: Tune's state and checkpoints: a folder every Ray node mounts, or s3://...
+        home: the state folder (default: the serving process's RNNBENCH_HOME)
+        resume: an unfinished run id to continue
+        show_progress: a live progress display on the console (for the CLI)
+    """
     settings = _settings(home, tracking_uri, experiment, ray_address, storage)
-    plan = make_plan(settings, preset, preset_path, [dataset], [variant])
+    names = _variant_names([variant] if variant else None, [extra_variant] if extra_variant else None)
+    if not names or len(names) != 1:
+        raise PlanError("sweep: give exactly one of variant (a built-in variant) and "
+                        "extra_variant (one your preset declares)")
+    plan = make_plan(settings, preset, preset_path, [dataset], names)
+    plan = _with_budget(plan, num_samples=num_samples, max_epochs=max_epochs)
     return _run(plan, "benchmark", resume, show_progress)
