@@ -1,4 +1,4 @@
-"""The ``rnnbench`` command: run, sweep, prepare, list, ui.
+"""The ``rnnbench`` command: run, sweep, prepare, predict, report, list, ui, serve.
 
 Commands only: the plan is checked by ``flows.plan.make_plan`` (a bad name or size gets one
 line, the valid choices and exit code 2, before Prefect, Ray, MLflow or torch is imported);
@@ -19,7 +19,7 @@ from typing import Optional
 import typer
 
 from flows import runtime
-from flows.runtime import EXIT_BAD_INPUT, EXIT_FAILED
+from flows.runtime import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_UNAVAILABLE
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Fair, tuned bake-offs of RNN variants against a Transformer baseline.")
@@ -45,6 +45,16 @@ def _plan(settings, preset: str, datasets, variants):
         return make_plan(settings, preset, None, datasets, variants)
     except PlanError as exc:
         _fail(str(exc), runtime.exit_code(exc))
+
+
+def _sized(targets: list[int]) -> str:
+    """", each variant sized to 10k, 50k parameters (one sweep per target)" or nothing."""
+    if not targets:
+        return ""
+    from modules.sizing import size_label
+
+    shown = ", ".join(size_label("", t)[1:] for t in targets)
+    return f", each variant sized to {shown} parameters (one sweep per target)"
 
 
 def _benchmark_args(plan, preset: str, resume: Optional[str]) -> dict:
@@ -96,7 +106,7 @@ def run(
     b = plan.preset.budget
     console.print(f"rnnbench [bold]{plan.preset.name}[/]: {len(plan.datasets)} dataset(s) x "
                   f"{len(plan.variants)} variant(s), {b.num_samples} trials of at most {b.max_epochs} "
-                  f"epochs each; state in {settings.home}", soft_wrap=True)
+                  f"epochs each{_sized(b.size_targets)}; state in {settings.home}", soft_wrap=True)
     from flows.pipeline import benchmark
 
     _run_benchmark(benchmark, settings, **_benchmark_args(plan, preset, resume))
@@ -121,7 +131,10 @@ def sweep(
     from flows.pipeline import sweep as sweep_flow
 
     which = {k: v for k, v in _benchmark_args(plan, preset, resume).items() if k.startswith("preset")}
-    _run_benchmark(sweep_flow, settings, dataset=dataset, variant=variant, **which,
+    from modules.variants import BUILTIN
+
+    chosen = {"variant": variant} if variant in BUILTIN else {"extra_variant": variant}
+    _run_benchmark(sweep_flow, settings, dataset=dataset, **chosen, **which,
                    experiment=settings.experiment,
                    tracking_uri=settings.tracking_uri, ray_address=settings.ray_address,
                    storage=settings.storage, home=str(settings.home), resume=resume,
@@ -238,6 +251,66 @@ def prepare(
     render.prepared(runtime.run_flow(prepare_dataset, datasets=chosen, home=str(settings.home)))
 
 
+@app.command()
+def predict(
+    input_: Path = typer.Option(..., "--input", help="a .csv, .jsonl, .txt (one text per line) or "
+                                                     "audio (.wav .flac .ogg) file"),
+    dataset: Optional[str] = typer.Option(None, help="predict with models:/rnnbench-NAME@champion"),
+    model_uri: Optional[str] = typer.Option(None, help="any model URI instead (models:/..., runs:/...)"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
+) -> None:
+    """Predict with a registered model: one JSON line per input on stdout."""
+    from flows import predict as p
+
+    settings = runtime.setup(tracking_uri)
+    try:
+        fmt = p.input_format(input_)  # before the registry is asked or any model loaded
+        uri = p.model_uri(settings.tracking_uri, dataset, model_uri)
+        model, spec = p.load(uri)
+        predictions = p.predict(model, p.read(input_, fmt, spec), uri)
+    except p.PredictError as exc:
+        _fail(str(exc))
+    for line in p.lines(predictions):
+        print(line)
+
+
+@app.command()
+def report(
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default rnnbench)"),
+    run: Optional[str] = typer.Option(None, "--run", help="benchmark run id (default: the newest finished)"),
+    compare: Optional[tuple[str, str]] = typer.Option(
+        None, metavar="RUN_A RUN_B", help="two benchmark runs side by side, with B - A"),
+    out: Optional[Path] = typer.Option(None, help="also write the tables as CSV and Markdown here"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
+) -> None:
+    """Leaderboards rebuilt from the MLflow tracking store alone, or two runs compared."""
+    from flows import leaderboard, render
+    from flows import report as r
+
+    settings = runtime.setup(tracking_uri, experiment)
+    if compare and run:
+        _fail("--compare takes its two runs itself; leave out --run")
+    try:
+        if compare:
+            boards, modalities = r.compare(settings.tracking_uri, *compare), {}
+            render.comparison(boards)
+        else:
+            bench = r.benchmark_run(settings.tracking_uri, settings.experiment, run)
+            boards, modalities = r.rebuild(settings.tracking_uri, bench)
+            if not boards:
+                _fail(f"benchmark run {bench.info.run_id} has no finished or failed sweeps to report")
+            render.console.print(f"Benchmark run [bold]{bench.info.run_id}[/] ({bench.info.status}) of "
+                                 f"experiment {settings.experiment}, from {settings.tracking_uri}",
+                                 soft_wrap=True)
+            render.console.print()
+            render.leaderboards(boards, modalities)
+    except r.ReportError as exc:
+        _fail(str(exc))
+    if out is not None:
+        paths = leaderboard.write(boards, out, modalities)
+        render.console.print(f"Written: {', '.join(str(p) for p in paths)}", soft_wrap=True)
+
+
 @app.command("list")
 def list_() -> None:
     """The datasets, variants and presets rnnbench knows."""
@@ -309,6 +382,60 @@ def ui(
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@app.command()
+def serve(
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI for every run"),
+    ray_address: Optional[str] = typer.Option(None, help="address of a running Ray cluster"),
+    storage: Optional[str] = typer.Option(
+        None, help="Tune's state and checkpoints: a folder every Ray node mounts, or s3://..."),
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default rnnbench)"),
+    limit: int = typer.Option(1, min=1, help="flow runs at a time (1: two benchmarks never "
+                                              "share the Ray slots)"),
+) -> None:
+    """Serve the benchmark, sweep, prepare_dataset and import_dataset flows as deployments of
+    the Prefect server at PREFECT_API_URL: run them and their schedules from the Prefect UI.
+    Runs use this command's state folder, tracking URI and Ray address. Ctrl-C stops."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # the runner's log is the service's
+    settings = runtime.setup(tracking_uri, experiment, ray_address, storage, trigger=None)
+    api = settings.prefect_api_url
+    if not api:
+        _fail("rnnbench serve needs a Prefect server for its deployments and schedules: start "
+              "one (`rnnbench ui` serves one on http://127.0.0.1:4200) and set "
+              "PREFECT_API_URL=http://127.0.0.1:4200/api", EXIT_UNAVAILABLE)
+    if not _wait_http(f"{api.rstrip('/')}/health", 5):
+        _fail(f"no Prefect API answers at {api} (PREFECT_API_URL); start it with `prefect "
+              f"server start` or `rnnbench ui`", EXIT_UNAVAILABLE)
+    from flows.plan import PlanError, check_services
+
+    try:  # the tracking server, before any deployment is registered
+        check_services(settings)
+    except PlanError as exc:
+        _fail(str(exc), runtime.exit_code(exc))
+    # the flow runs are child processes: they read these back through load_settings
+    os.environ["RNNBENCH_EXPERIMENT"] = settings.experiment
+    if settings.ray_address:
+        os.environ["RAY_ADDRESS"] = settings.ray_address
+    from prefect.settings import PREFECT_UI_URL
+
+    from flows import deployments
+    from flows.render import console
+
+    def ready(served: list) -> None:
+        names = ", ".join(f"{d.flow_name}/{d.name}" for d in served)
+        ui_url = PREFECT_UI_URL.value() or api.rstrip("/").removesuffix("/api")
+        console.print(f"Serving {names} (at most {limit} run(s) at a time); state in "
+                      f"{settings.home}, MLflow at {settings.tracking_uri}", soft_wrap=True,
+                      highlight=False)
+        console.print(f"Prefect UI: {ui_url}/deployments", soft_wrap=True, highlight=False)
+        console.print("Ctrl-C stops.", highlight=False)
+
+    try:
+        deployments.serve(limit, ready)
+    except KeyboardInterrupt:
+        pass
+    console.print("rnnbench serve stopped.", highlight=False)
 
 
 if __name__ == "__main__":

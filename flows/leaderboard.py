@@ -17,6 +17,7 @@ from rich.table import Table
 
 from flows import stats, tracking
 from modules import tasks
+from modules.sizing import size_label
 
 INTEGER_COLUMNS = ("params", "trials")
 # a dataset of many series: modules.metrics.per_series_scores's aggregates (named here so the
@@ -55,7 +56,9 @@ def build(tracking_uri: str, experiment_id: str, benchmark_run_id: str) -> dict[
         for run in (r for r in sweeps if r.data.tags["dataset"] == dataset):
             m = run.data.metrics
             best = {k[5:]: v for k, v in run.data.params.items() if k.startswith("best.")}
-            row = {"variant": run.data.tags["variant"], f"val/{name}": m.get(f"val/{name}")}
+            # a size-matched sweep is its variant at one target (lstm@50k): one row per target
+            label = size_label(run.data.tags["variant"], int(run.data.tags.get(tracking.SIZE_TARGET, 0)))
+            row = {"variant": label, f"val/{name}": m.get(f"val/{name}")}
             row.update({f"test/{k}": m.get(f"test/{k}") for k in reported})
             row.update({"params": int(m.get("n_params", 0)),
                         "time (s)": round(m.get("train_time_s", 0.0), 1),
@@ -102,7 +105,7 @@ def build(tracking_uri: str, experiment_id: str, benchmark_run_id: str) -> dict[
             front = ["variant", *(c for s in scores for c in (s, s + CI) if c in board.columns), SEEDS, VERSUS]
             board = board[[*front, *(c for c in board.columns if c not in front)]]
         unequal = [f"Not equal: {note}." for note in bench.data.tags.get(UNEQUAL, "").split("; ")
-                   if note and note.split(" ", 1)[0] in {r["variant"] for r in rows}]
+                   if note and note.split(" ", 1)[0] in {r["variant"].split("@")[0] for r in rows}]
         board.attrs.update({"metric": metric, "mode": task.mode, "baseline": base_name,
                             "headlines": [*headlines(rows, base, metric, task.mode, verdict), *unequal]})
         boards[dataset] = board
@@ -202,7 +205,7 @@ def display_columns(board: pd.DataFrame) -> list[str]:
             and not (c == "note" and board[c].isna().all())]
 
 
-def _cell(board: pd.DataFrame, row: pd.Series, column: str) -> str:
+def cell(board: pd.DataFrame, row: pd.Series, column: str) -> str:
     text = _fmt(row[column], column)
     half = row.get(column + CI) if column + CI in board.columns else None
     if text and half is not None and not pd.isna(half):
@@ -217,7 +220,7 @@ def to_markdown(dataset: str, board: pd.DataFrame, modality: str = "") -> str:
              *(f"{line}  " for line in board.attrs.get("headlines", [])), "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in board.iterrows():
-        lines.append("| " + " | ".join(_cell(board, row, c) for c in cols) + " |")
+        lines.append("| " + " | ".join(cell(board, row, c) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -228,7 +231,7 @@ def _width(board: pd.DataFrame, cols: list[str]) -> int:
     """Characters a table of ``cols`` needs without wrapping a number (3 per column for borders;
     a note counts at most NOTE_WIDTH, the rest of it folds)."""
     def need(c: str) -> int:
-        longest = max(len(c), *(len(_cell(board, row, c)) for _, row in board.iterrows()))
+        longest = max(len(c), *(len(cell(board, row, c)) for _, row in board.iterrows()))
         return min(longest, NOTE_WIDTH) if c == "note" else longest
     return 1 + sum(3 + need(c) for c in cols)
 
@@ -263,7 +266,7 @@ def to_rich(dataset: str, board: pd.DataFrame, modality: str = "", width: int | 
         style = "dim" if str(row["variant"]).startswith("(") else (
             "red" if note.startswith("failed") else ("yellow" if note else (
                 "bold green" if chosen is not None and i == 0 else ("green" if tied else None))))
-        table.add_row(*(_cell(board, row, c) for c in cols), style=style)
+        table.add_row(*(cell(board, row, c) for c in cols), style=style)
     return table
 
 

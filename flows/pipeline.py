@@ -4,7 +4,7 @@ and ``benchmark``.
 Every flow sets up its own state folder and services from its parameters (a run started from
 the Prefect UI behaves like one started from the CLI), builds and checks its plan with
 ``flows.plan.make_plan`` before any MLflow run is opened, and leaves no MLflow run RUNNING and
-no Ray instance behind.
+no Ray instance behind. A benchmark ends by registering its models (``flows.registry``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
+from pydantic import PositiveInt, ValidationError
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -25,8 +26,9 @@ from prefect.exceptions import TerminationSignal
 
 from datamodules import catalog, userdata
 from datamodules.errors import DataError
-from flows import leaderboard, progress, tracking
-from flows.plan import Plan, PlanError, PresetName, VariantName, make_plan
+from flows import leaderboard, progress, registry, tracking
+from flows.plan import Budget, Plan, PlanError, PresetName, VariantName, make_plan
+from flows.quiet import quiet_interrupts, silence
 from flows.settings import Settings, apply_environment, load_settings
 from flows.sweep import SweepRequest, run_sweep, start_ray, stop_ray, sweep_slots
 from flows.tune_threads import allow_sweeps, interrupt_sweeps
@@ -60,6 +62,8 @@ def _settings(home: Optional[str], tracking_uri: Optional[str] = None, experimen
               ray_address: Optional[str] = None, storage: Optional[str] = None) -> Settings:
     settings = load_settings(tracking_uri, experiment, ray_address, home, storage)
     apply_environment(settings)
+    silence()  # the CLI did it already; a flow run started by ``rnnbench serve`` did not
+    quiet_interrupts()
     return settings
 
 
@@ -105,7 +109,12 @@ def _publish_manifest(name: str, result: dict) -> None:
 
 @flow(name="prepare_dataset")
 def prepare_dataset(datasets: list[str], home: Optional[str] = None) -> dict[str, dict]:
-    """Prepare built-in or registered datasets into the state folder (reused when unchanged)."""
+    """Prepare built-in or registered datasets into the state folder (reused when unchanged).
+
+    Args:
+        datasets: built-in or registered dataset names
+        home: the state folder (default: the serving process's RNNBENCH_HOME)
+    """
     settings = _settings(home)
     catalog.check_ready(datasets, settings.data_root)
     out = {}
@@ -128,7 +137,15 @@ def import_task(name: str, kind: str, source: str, options: dict, data_root: str
 def import_dataset(source: str, kind: str, name: str, options: Optional[dict[str, Any]] = None,
                    home: Optional[str] = None) -> dict[str, dict]:
     """Register your own data (timeseries, text, audio or sequences) under ``name``; afterwards
-    the benchmark and sweep flows take it by that name like a built-in dataset."""
+    the benchmark and sweep flows take it by that name like a built-in dataset.
+
+    Args:
+        source: your file or folder, on the machine that runs the flow
+        kind: timeseries, text, audio or sequences
+        name: the name to register it under
+        options: format options, as `rnnbench prepare --from` takes them (e.g. {"target": "load"})
+        home: the state folder (default: the serving process's RNNBENCH_HOME)
+    """
     settings = _settings(home)
     userdata.make_spec(name, kind, Path(source), options)  # options checked before any work
     result = import_task(name, kind, source, options or {}, str(settings.data_root))
@@ -236,7 +253,8 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
     if plan.unequal_spaces():  # the leaderboards print it too (they read it from this tag)
         tracking.set_tags(uri, run_id, {leaderboard.UNEQUAL: "; ".join(plan.unequal_spaces())[:4000]})
     try:
-        with tracking.Heartbeat(uri, run_id), progress.display(len(plan.pairs), enabled=show_progress) as shown:
+        sweeps = len(plan.pairs) * max(1, len(plan.preset.budget.size_targets))  # a sweep per size target
+        with tracking.Heartbeat(uri, run_id), progress.display(sweeps, enabled=show_progress) as shown:
             for note in plan.skipped:
                 if shown is not None:
                     shown.progress.console.print(f"  [yellow]-[/] {note}")
@@ -250,17 +268,20 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
                 artifact_dir = Path(prepared["artifact_dir"])
                 _record_baseline(plan, dataset, artifact_dir, run_id)
                 for variant in plan.variants_for(dataset):
-                    requests.append(SweepRequest(
-                        dataset=dataset, variant=plan.variant(variant), task=plan.task(dataset),
-                        artifact_dir=artifact_dir, budget=plan.preset.budget,
-                        space=plan.preset.space_for(dataset, variant), settings=settings,
-                        experiment_id=experiment_id, parent_run_id=run_id,
-                        tags={"preset": plan.preset.name}, packages=plan.packages()))
+                    for target in plan.preset.budget.size_targets or [None]:
+                        requests.append(SweepRequest(
+                            dataset=dataset, variant=plan.variant(variant), task=plan.task(dataset),
+                            artifact_dir=artifact_dir, budget=plan.preset.budget,
+                            space=sized_space(plan, dataset, variant, artifact_dir, target),
+                            settings=settings, experiment_id=experiment_id, parent_run_id=run_id,
+                            tags={"preset": plan.preset.name}, packages=plan.packages(),
+                            size_target=target))
             _sweep_all(plan, requests, summaries, failures)
         boards = leaderboard.build(uri, experiment_id, run_id)
         out_dir = settings.reports_root / run_id
         paths = leaderboard.write(boards, out_dir, plan.modalities)
         tracking.log_files(uri, run_id, paths, "leaderboard")
+        registered = registry.register(uri, run_id, boards)
         for dataset, board in boards.items():
             table = board.drop(columns=["run_id"]).astype(object).where(board.notna(), None)
             create_table_artifact(table.to_dict(orient="records"), key=artifact_key("leaderboard", dataset),
@@ -270,7 +291,8 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
                                  description=f"MLflow experiment {settings.experiment}, run {run_id}")
         result = {"run_id": run_id, "experiment_id": experiment_id, "opened": opened,
                   "resumed": opened.startswith("resuming"), "boards": boards, "reports": str(out_dir),
-                  "sweeps": summaries, "failures": failures, "modalities": plan.modalities}
+                  "sweeps": summaries, "failures": failures, "modalities": plan.modalities,
+                  "registered": registered}
         if failures:
             tracking.set_tags(uri, run_id, {"rnnbench.failed": "; ".join(f"{d}/{v}: {r}" for d, v, r in failures)[:4000]})
             raise IncompleteBenchmark(result)
@@ -283,6 +305,34 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
         tracking.close_descendants(uri, experiment_id, run_id, status)
         tracking.finish(uri, run_id, status)
         stop_ray()
+
+
+def sized_space(plan: Plan, dataset: str, variant: str, artifact_dir: Path, target: Optional[int]) -> dict[str, Any]:
+    """The variant's search space on ``dataset``; with a size ``target``, its width (and second
+    knob, where needed) fixed to the values that land within 5% of it on the prepared dataset,
+    one set per configuration of the structural keys the space searches (looked up as each
+    trial draws them). A target the variant cannot reach is refused before any sweep starts."""
+    from ray import tune
+
+    from datamodules.artifact import read_manifest
+    from flows.training import PreparedData
+    from modules import sizing
+
+    space = plan.preset.space_for(dataset, variant)
+    if not target:
+        return space
+    v, data = plan.variant(variant), PreparedData(read_manifest(artifact_dir), {}, {}).data
+    try:
+        varying, table = sizing.solve_space(v, plan.task(dataset), data, space, target)
+    except sizing.SizingError as exc:
+        raise PlanError(f"{dataset}: {exc}") from None
+    knobs = dict.fromkeys(k for s in table.values() for k in s.values)
+    sized = {k: val for k, val in space.items() if k not in knobs}
+    for knob in knobs:
+        values = {s.values[knob] for s in table.values()}
+        sized[knob] = values.pop() if len(values) == 1 else tune.sample_from(
+            sizing.SolvedKnob(knob, varying, {k: s.values for k, s in table.items()}))
+    return sized
 
 
 def _sweep_all(plan: Plan, requests: list[SweepRequest], summaries: list[dict],
@@ -357,32 +407,88 @@ def _variant_names(variants: Optional[list], extra_variants: Optional[list[str]]
     return chosen or None
 
 
+def _with_budget(plan: Plan, **overrides: Optional[int]) -> Plan:
+    """The flow's budget parameters over the preset's, checked like the preset's own and
+    written into the preset text the run logs (so its run key differs from the plain preset's)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return plan
+    p = plan.preset
+    try:
+        budget = Budget.model_validate({**p.budget.model_dump(), **given})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise PlanError(f"budget.{err['loc'][0]}: {err['msg']} (got {err['input']!r})") from None
+    note = "".join(f"\n# flow parameter: budget.{k} = {v}" for k, v in given.items())
+    return plan.model_copy(update={"preset": p.model_copy(update={"budget": budget,
+                                                                   "source": p.source + note})})
+
+
+# The flows' docstrings list their arguments Google-style: Prefect shows each line beside its
+# field in the UI's form.
 @flow(name="benchmark")
 def benchmark(preset: PresetName = PresetName.quick, preset_path: Optional[str] = None,
               datasets: Optional[list[str]] = None, variants: Optional[list[VariantName]] = None,
-              extra_variants: Optional[list[str]] = None, experiment: Optional[str] = None,
+              extra_variants: Optional[list[str]] = None, num_samples: Optional[PositiveInt] = None,
+              max_epochs: Optional[PositiveInt] = None, experiment: Optional[str] = None,
               tracking_uri: Optional[str] = None, ray_address: Optional[str] = None,
               storage: Optional[str] = None, home: Optional[str] = None,
               resume: Optional[str] = None, show_progress: bool = False) -> dict[str, Any]:
     """Prepare each dataset, sweep each variant with Ray Tune, and build the leaderboards.
 
-    ``preset``: a shipped preset, or ``preset_path`` to your own TOML file. ``variants``: the
-    built-in ones to run (default: the preset's); ``extra_variants``: variants your preset
-    declares under [custom_variants]. ``ray_address``: a Ray cluster, with ``storage`` (a
-    folder every node mounts, or s3://...) for Tune's checkpoints and an MLflow server as
-    ``tracking_uri``. ``resume``: an unfinished benchmark run id to continue."""
+    Args:
+        preset: a shipped preset (its budget, search space, datasets and variants)
+        preset_path: your own preset, a TOML file on the machine that runs the flow (instead of preset)
+        datasets: built-in or registered dataset names (default: the preset's)
+        variants: built-in variants to run (default: the preset's)
+        extra_variants: variants your preset declares under [custom_variants]
+        num_samples: trials per variant, over the preset's budget
+        max_epochs: most epochs per trial, over the preset's budget
+        experiment: MLflow experiment (default: the serving process's, else rnnbench)
+        tracking_uri: MLflow tracking URI (default: the serving process's)
+        ray_address: a Ray cluster (default: the serving process's, else a local Ray)
+        storage: Tune's state and checkpoints: a folder every Ray node mounts, or s3://...
+        home: the state folder (default: the serving process's RNNBENCH_HOME)
+        resume: an unfinished benchmark run id to continue
+        show_progress: a live progress display on the console (for the CLI)
+    """
     settings = _settings(home, tracking_uri, experiment, ray_address, storage)
     plan = make_plan(settings, preset, preset_path, datasets, _variant_names(variants, extra_variants))
+    plan = _with_budget(plan, num_samples=num_samples, max_epochs=max_epochs)
     return _run(plan, "benchmark", resume, show_progress)
 
 
 @flow(name="sweep")
-def sweep(dataset: str, variant: str, preset: PresetName = PresetName.quick,
-          preset_path: Optional[str] = None, experiment: Optional[str] = None,
-          tracking_uri: Optional[str] = None, ray_address: Optional[str] = None,
-          storage: Optional[str] = None, home: Optional[str] = None,
-          resume: Optional[str] = None, show_progress: bool = False) -> dict[str, Any]:
-    """One Ray Tune sweep (one dataset, one variant), recorded under its own parent run."""
+def sweep(dataset: str, variant: Optional[VariantName] = None, extra_variant: Optional[str] = None,
+          preset: PresetName = PresetName.quick, preset_path: Optional[str] = None,
+          num_samples: Optional[PositiveInt] = None, max_epochs: Optional[PositiveInt] = None,
+          experiment: Optional[str] = None, tracking_uri: Optional[str] = None,
+          ray_address: Optional[str] = None, storage: Optional[str] = None,
+          home: Optional[str] = None, resume: Optional[str] = None,
+          show_progress: bool = False) -> dict[str, Any]:
+    """One Ray Tune sweep (one dataset, one variant), recorded under its own parent run.
+
+    Args:
+        dataset: a built-in or registered dataset name
+        variant: a built-in variant (or leave empty and give extra_variant)
+        extra_variant: a variant your preset declares under [custom_variants]
+        preset: a shipped preset (its budget and search space)
+        preset_path: your own preset, a TOML file on the machine that runs the flow (instead of preset)
+        num_samples: trials, over the preset's budget
+        max_epochs: most epochs per trial, over the preset's budget
+        experiment: MLflow experiment (default: the serving process's, else rnnbench)
+        tracking_uri: MLflow tracking URI (default: the serving process's)
+        ray_address: a Ray cluster (default: the serving process's, else a local Ray)
+        storage: Tune's state and checkpoints: a folder every Ray node mounts, or s3://...
+        home: the state folder (default: the serving process's RNNBENCH_HOME)
+        resume: an unfinished run id to continue
+        show_progress: a live progress display on the console (for the CLI)
+    """
     settings = _settings(home, tracking_uri, experiment, ray_address, storage)
-    plan = make_plan(settings, preset, preset_path, [dataset], [variant])
+    names = _variant_names([variant] if variant else None, [extra_variant] if extra_variant else None)
+    if not names or len(names) != 1:
+        raise PlanError("sweep: give exactly one of variant (a built-in variant) and "
+                        "extra_variant (one your preset declares)")
+    plan = make_plan(settings, preset, preset_path, [dataset], names)
+    plan = _with_budget(plan, num_samples=num_samples, max_epochs=max_epochs)
     return _run(plan, "benchmark", resume, show_progress)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -26,7 +27,8 @@ from modules.variants import Variant, VariantError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 SAMPLERS = ("choice", "uniform", "loguniform", "randint")
-POSITIVE_HPARAMS = ("hidden_size", "num_layers", "batch_size", "lr", "nhead", "ff_mult")
+POSITIVE_HPARAMS = ("hidden_size", "num_layers", "batch_size", "lr", "nhead", "ff_mult", "ff_size",
+                    "embed_size")
 
 
 class PlanError(ValueError):
@@ -93,6 +95,10 @@ class Budget(BaseModel):
     # > 1: each trial trains data-parallel (DDP) on this many Ray Train workers, each holding
     # cpus_per_trial CPUs and gpus_per_trial GPUs (per worker, then)
     workers_per_trial: PositiveInt = 1
+    # size matching (modules.sizing): one sweep per target parameter count, each variant's width
+    # (and a second knob where width's steps are too coarse) solved to land within 5% of it on
+    # the dataset, instead of searching hidden_size; empty: the search space's hidden_size
+    size_targets: list[PositiveInt] = []
 
     @model_validator(mode="after")
     def _ddp_gpus(self) -> "Budget":
@@ -439,6 +445,8 @@ def make_plan(settings: Settings, preset: str | None = "quick", preset_path: str
             able = [v for v in valid_variants if not variants.resolve(v, custom).incompatibility(task)]
             raise PlanError(f"no selected variant can train on {dataset!r} ({task.name}); "
                             f"choose from {', '.join(able)}")
+    if p.budget.size_targets:
+        _check_sizing(p, pairs, custom, dataset_tasks)
     plan = Plan(preset=p, settings=settings, datasets=ds, variants=vs, pairs=pairs, skipped=skipped,
                 dataset_tasks=dataset_tasks, modalities={d: specs[d].modality for d in ds})
     if check_machine:
@@ -447,6 +455,34 @@ def make_plan(settings: Settings, preset: str | None = "quick", preset_path: str
         if settings.ray_address:
             check_cluster(plan)
     return plan
+
+
+def _check_sizing(p: Preset, pairs: list[Pair], custom: dict[str, Variant], dataset_tasks: dict[str, str]) -> None:
+    """Size targets every pair can be sized to: its searched structural keys listable, and no
+    target below its smallest network on any dataset of its task (the exact check, on the
+    prepared dataset, comes before its sweeps start)."""
+    from modules import sizing
+
+    floors = {}
+    for pair in pairs:
+        variant, task = variants.resolve(pair.variant, custom), tasks.get(dataset_tasks[pair.dataset])
+        space = p.space_for(pair.dataset, pair.variant)
+        try:
+            sizing.varying_options(variant, space)
+        except sizing.SizingError as exc:
+            raise PlanError(f"preset {p.name!r}, {pair.dataset}: {exc}") from None
+        key = (pair.variant, task.name, repr(sorted(space.items())))
+        if key not in floors:
+            floors[key] = sizing.smallest(variant, task, space)
+        if floors[key] is None:
+            continue
+        least, knobs = floors[key]
+        low = [t for t in p.budget.size_targets if t < least * (1 - sizing.TOLERANCE)]
+        if low:
+            shown = f"{variant.sizing.width}={knobs[variant.sizing.width]}"
+            raise PlanError(f"preset {p.name!r}: size target {low[0]:,} is below the smallest {pair.variant} "
+                            f"network on any {task.name} dataset ({least:,} parameters at {shown}); "
+                            f"size_targets must be at least {math.ceil(least * (1 - sizing.TOLERANCE)):,}")
 
 
 def search_space(space: Mapping[str, Any]) -> dict[str, Any]:

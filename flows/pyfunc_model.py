@@ -6,8 +6,11 @@ and task recorded in ``spec.json``; needs only the ``modules`` package and the t
 scaling code of ``datamodules``, which are logged beside it as code (with the package of a
 variant or task defined outside rnnbench).
 
-Input: a DataFrame with a ``text`` column (text, character and word models) or a ``sequence``
-column holding one (T, F) nested list per row (speech frames such as log-mel features, generic
+Input: a DataFrame with a ``text`` column (text, character and word models), an ``audio``
+column (a model trained on audio clips: each row a clip's file path or its bytes, WAV, FLAC or
+OGG, featurized with the sample rate and features the model was trained with, by the same
+code) or a ``sequence`` column holding one (T, F) nested list per row (speech frames such as
+log-mel features, generic
 sequences, or a forecasting window of raw values, every channel in the order it was prepared;
 token ids for a dataset without a tokenizer, such as copy-memory). A forecasting model trained
 on many series also needs a ``series`` column naming each row's series (its own scaling is
@@ -79,7 +82,24 @@ class SequenceModel(PythonModel):
             raise ValueError(f"row {row}: {len(times)} timestamps for a window of {steps} steps")
         return calendar.channels(times, cal["features"], cal["freq"], cal["horizon"])
 
+    def _clips(self, clips) -> list:
+        """Each clip decoded, featurized and scaled exactly as preparation did (in float32)."""
+        import io
+
+        from datamodules.audio import decode, featurize
+
+        featurizer = self.spec["featurizer"]
+        seqs = []
+        for clip in clips:
+            source = io.BytesIO(clip) if isinstance(clip, (bytes, bytearray)) else str(clip)
+            samples, _ = decode(source, int(featurizer["sample_rate"]))
+            frames = featurize(samples, featurizer)
+            seqs.append(torch.from_numpy(np.ascontiguousarray(self.scale(frames, self.spec["scaler"]))))
+        return seqs
+
     def _encode(self, frame: pd.DataFrame) -> list:
+        if "audio" in frame and self.spec.get("featurizer"):
+            return self._clips(frame["audio"])
         if self.tokenizer is not None:
             return [torch.from_numpy(self.tokenizer(str(text))) for text in frame["text"]]
         if self.spec["data"].get("vocab_size"):  # token ids given as they are

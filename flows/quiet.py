@@ -62,6 +62,27 @@ class _TrialFailures(logging.Filter):
 _TRIAL_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.tune")
 
 
+class _Interrupted(logging.Filter):
+    """A flow run stopped on purpose (Ctrl-C, ``rnnbench serve`` shutting down) records that it
+    was stopped (MLflow runs KILLED, the flow run's final state); Prefect's "crash detected"
+    lines and the interrupt's traceback tell the console nothing more. The Prefect API's log
+    handler still gets them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not ("aborted by an interrupt signal" in record.getMessage()
+                    or type(error).__name__ in ("KeyboardInterrupt", "TerminationSignal"))
+
+
+def quiet_interrupts() -> None:
+    """Put ``_Interrupted`` on this process's console log handlers (not the API's)."""
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler).__name__ != "APILogHandler" and not any(
+                    isinstance(f, _Interrupted) for f in handler.filters):
+                handler.addFilter(_Interrupted())
+
+
 def silence() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     for pattern in _IGNORED_WARNINGS:

@@ -29,19 +29,46 @@ def ui_commands(settings) -> list[str]:
     return [mlflow_cmd, prefect_cmd]
 
 
-def results(result: dict[str, Any], settings) -> None:
+def leaderboards(boards: dict, modalities: dict[str, str], registered: dict | None = None) -> None:
+    """Each dataset's leaderboard, the variant chosen on validation and, after a benchmark,
+    the registered champion."""
     from flows.leaderboard import score_text, to_rich, winner
+    from flows.registry import CHAMPION, champion_uri
 
-    console.print()
-    modalities = result.get("modalities", {})
-    for dataset, board in result["boards"].items():
+    for dataset, board in boards.items():
         console.print(to_rich(dataset, board, modalities.get(dataset, ""), width=console.width))
         chosen = winner(board)
         if chosen is not None:
             metric = board.attrs["metric"]
             console.print(f"  chosen on {metric}: {chosen['variant']} ({score_text(board, chosen, metric)}); "
                           f"{chosen['best hyperparameters']}", soft_wrap=True)
+        aliases = (registered or {}).get(dataset, {})
+        if CHAMPION in aliases:
+            console.print(f"  registered: {champion_uri(dataset)} (version {aliases[CHAMPION]}); "
+                          f"rnnbench predict --dataset {dataset} --input FILE", soft_wrap=True)
         console.print()
+
+
+def comparison(boards: dict) -> None:
+    """Two benchmark runs side by side, one table per dataset (``flows.report.compare``)."""
+    from flows.leaderboard import cell, display_columns
+
+    for dataset, board in boards.items():
+        cols = display_columns(board)
+        table = Table(title=dataset, title_justify="left", header_style="bold",
+                      caption="\n".join(board.attrs.get("headlines", [])), caption_justify="left")
+        for col in cols:
+            table.add_column(col, no_wrap=col != "note", justify="left" if col in ("variant", "metric", "note") else "right")
+        for _, row in board.iterrows():
+            table.add_row(*(cell(board, row, c) for c in cols),
+                          style="dim" if str(row["variant"]).startswith("(") else None)
+        console.print(table)
+        console.print()
+
+
+def results(result: dict[str, Any], settings) -> None:
+    console.print()
+    leaderboards(result["boards"], result.get("modalities", {}), result.get("registered"))
     for dataset, variant, reason in result.get("failures", []):
         console.print(f"[red]failed:[/] {dataset} · {variant}: {reason}", soft_wrap=True)
     console.print(f"Leaderboards (CSV, Markdown): [bold]{result['reports']}[/]", soft_wrap=True)

@@ -20,11 +20,17 @@ EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a service the run needs does not answer
 EXIT_INTERRUPTED = 130
 
 
-def setup(tracking_uri=None, experiment=None, ray_address=None, storage=None) -> Settings:
+def setup(tracking_uri=None, experiment=None, ray_address=None, storage=None,
+          trigger: str | None = "cli") -> Settings:
+    """``trigger``: what the flows this process runs record as ``rnnbench.trigger``; None for
+    ``serve``, whose flow runs say it themselves (deployment or schedule)."""
     signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     settings = load_settings(tracking_uri, experiment, ray_address, storage=storage)
     apply_environment(settings)
-    os.environ["RNNBENCH_TRIGGER"] = "cli"
+    if trigger:
+        os.environ["RNNBENCH_TRIGGER"] = trigger
+    else:
+        os.environ.pop("RNNBENCH_TRIGGER", None)
     from flows.quiet import silence
 
     silence()

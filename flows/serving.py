@@ -9,6 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import datamodules
@@ -22,9 +23,13 @@ MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 MODEL_NAME = "model"
 
 
-def requirements() -> list[str]:
+AUDIO_LIBRARIES = ("librosa", "soundfile")  # what a model trained on audio featurizes clips with
+
+
+def requirements(audio: bool = False) -> list[str]:
     pins = []
-    for dist in ("torch", "pytorch-lightning", "torchmetrics", "numpy", "pandas", "mlflow"):
+    for dist in ("torch", "pytorch-lightning", "torchmetrics", "numpy", "pandas", "mlflow",
+                 *(AUDIO_LIBRARIES if audio else ())):
         version = metadata.version(dist).split("+")[0]  # a local tag (+cpu) is not on PyPI
         pins.append(f"{dist}=={version}")
     return pins
@@ -56,9 +61,10 @@ def package_dir(module_name: str) -> Path | None:
     return origin.parent if origin.name == "__init__.py" else origin
 
 
-# The part of ``datamodules`` a served model runs: the tokenizing and scaling code that
-# preparation used (not the readers, nor the vendored raw data).
-SERVED_DATA_CODE = ("__init__.py", "text.py", "scaling.py", "artifact.py", "errors.py", "calendar.py")
+# The part of ``datamodules`` a served model runs: the tokenizing, scaling and audio-featurizing
+# code that preparation used (not the readers, nor the vendored raw data).
+SERVED_DATA_CODE = ("__init__.py", "text.py", "scaling.py", "artifact.py", "errors.py", "calendar.py",
+                    "audio.py", "splits.py")
 
 
 def _served_datamodules(out: Path) -> Path:
@@ -110,12 +116,81 @@ def log_model(tracking_uri: str, run_id: str, module, variant: Variant, task: Ta
     import mlflow
 
     artifacts = write_model_files(module, variant, task, hparams, dataset, workdir)
+    example = input_example(dataset)
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(run_id=run_id):
         mlflow.pyfunc.log_model(
             name=MODEL_NAME, python_model=str(MODEL_CODE), artifacts=artifacts,
-            code_paths=code_paths(variant, task, workdir), pip_requirements=requirements(),
+            code_paths=code_paths(variant, task, workdir), pip_requirements=requirements("featurizer" in dataset.extras),
+            signature=signature(example, served_predictions(artifacts, example), "featurizer" in dataset.extras),
+            input_example=example,
         )
     # start_run(run_id=...) ends the run as FINISHED on exit; the caller decides the final status
     mlflow.MlflowClient(tracking_uri).update_run(run_id, status="RUNNING")
     return f"runs:/{run_id}/{MODEL_NAME}"
+
+
+def input_example(dataset: PreparedData, n: int = 2) -> "pd.DataFrame":
+    """The first ``n`` test examples as a user hands them to the served model: raw text, token
+    ids, or (T, F) values in the data's own units (each series' own for many series; calendar
+    channels left out and given as timestamps instead, for a model that reads them)."""
+    import pandas as pd
+
+    extras, split = dataset.extras, dataset.splits["test"]
+    seqs = split.x[:n]
+    if "tokenizer" in extras:
+        vocab, chars = extras["vocab"], extras["tokenizer"].get("level") == "char"
+        words = [[vocab[i] for i in s if i > 1] for s in seqs]  # no padding, no <unk>
+        return pd.DataFrame({"text": ["".join(w) if chars else " ".join(w) for w in words]})
+    if dataset.data.get("vocab_size"):
+        return pd.DataFrame({"sequence": [np.asarray(s).astype(int).tolist() for s in seqs]})
+    frame = pd.DataFrame()
+    info, raw = extras.get("series"), []
+    names = []
+    for i, seq in enumerate(seqs):
+        scaler = extras.get("scaler")
+        if info is not None:
+            k = int(split.ids[i][0])
+            names.append(info["names"][k])
+            scaler = {"mean": info["mean"][k], "std": info["std"][k]}
+        values = np.asarray(seq, dtype=np.float64)
+        values = values.reshape(len(values), -1)
+        if scaler is not None:
+            values = values * np.asarray(scaler["std"], dtype=np.float64) + np.asarray(scaler["mean"], dtype=np.float64)
+        raw.append(values)
+    cal = extras.get("calendar")
+    if cal:  # the model computes these channels from timestamps
+        width = int(dataset.manifest.get("calendar_channels", 4 * len(cal["features"])))
+        raw = [v[:, :-width] for v in raw]
+        frame["time"] = [pd.date_range("2024-01-01", periods=len(v), freq=cal["freq"]).astype(str).tolist()
+                         for v in raw]
+    frame["sequence"] = [v.tolist() for v in raw]
+    if info is not None:
+        frame["series"] = names
+    return frame[[c for c in ("sequence", "series", "time") if c in frame]]
+
+
+def signature(example: "pd.DataFrame", output: "pd.DataFrame", audio: bool = False):
+    """The served model's signature: the example's columns (a sequence or timestamps as any
+    nested list, so whole numbers are accepted where floats were seen) and the predictions';
+    a model trained on audio also reads an ``audio`` column of clips (paths or bytes)."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+
+    columns = [ColSpec(DataType.string if c in ("text", "series") else AnyType(), c)
+               for c in example.columns]
+    if audio:  # frames, or clips the model featurizes itself: either column will do
+        columns = [ColSpec(AnyType(), "sequence", required=False), ColSpec(AnyType(), "audio", required=False)]
+    inputs = Schema(columns)
+    return ModelSignature(inputs=inputs, outputs=infer_signature(example, output).outputs)
+
+
+def served_predictions(artifacts: dict[str, str], example: "pd.DataFrame") -> "pd.DataFrame":
+    """What the pyfunc built from ``artifacts`` predicts for ``example``, loaded as MLflow will."""
+    import types
+
+    from flows.pyfunc_model import SequenceModel
+
+    model = SequenceModel()
+    model.load_context(types.SimpleNamespace(artifacts=artifacts))
+    return model.predict(None, example)

@@ -111,6 +111,21 @@ def welch(a: Sequence[float], b: Sequence[float]) -> float:
     return float(min(1.0, 2 * _scipy()[0].t.sf(abs(t), df)))
 
 
+def difference(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """mean(b) - mean(a) and the half width of its Welch interval, t(1 - (1 - confidence)/2,
+    df) · √(s_a²/n_a + s_b²/n_b) with Welch–Satterthwaite df; each sample needs two scores or
+    more. With no spread in either sample the half width is 0."""
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("an interval of a difference needs at least two scores per sample")
+    sa, sb = summarize(a), summarize(b)
+    va, vb = sa.sd ** 2 / sa.n, sb.sd ** 2 / sb.n
+    if va + vb == 0:
+        return sb.mean - sa.mean, 0.0
+    df = (va + vb) ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1))
+    half = float(_scipy()[0].t.ppf(1 - (1 - confidence) / 2, df)) * math.sqrt(va + vb)
+    return sb.mean - sa.mean, half
+
+
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values, in the input's order: sorted ascending, the i-th
     smallest (from 0) becomes max over j ≤ i of min(1, (m - j)·p_(j)). Rejecting where the

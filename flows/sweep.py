@@ -81,15 +81,26 @@ class SweepRequest:
     parent_run_id: str  # the benchmark run: the sweep's Tune state belongs to it
     tags: dict[str, str] = field(default_factory=dict)
     packages: tuple[str, ...] = ()  # a user's variant and task packages, shipped to a cluster
+    size_target: int | None = None  # size matching: the parameter count ``space``'s width was solved for
 
     @property
     def key(self) -> str:
-        """What identifies the sweep within its benchmark run (a seed repeat is another sweep)."""
-        return f"{self.dataset}/{self.variant.name}/seed{self.budget.seed}"
+        """What identifies the sweep within its benchmark run (a seed repeat, or another size
+        target, is another sweep)."""
+        sized = f"/params{self.size_target}" if self.size_target else ""
+        return f"{self.dataset}/{self.variant.name}/seed{self.budget.seed}{sized}"
 
     @property
     def tune_name(self) -> str:
-        return f"{self.dataset}__{self.variant.name}__seed{self.budget.seed}"
+        sized = f"__params{self.size_target}" if self.size_target else ""
+        return f"{self.dataset}__{self.variant.name}__seed{self.budget.seed}{sized}"
+
+    @property
+    def label(self) -> str:
+        """The variant as tables and progress name it: with its size target when it has one."""
+        from modules.sizing import size_label
+
+        return size_label(self.variant.name, self.size_target)
 
     @property
     def tune_parent(self) -> str:
@@ -297,7 +308,7 @@ def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: di
         ),
         run_config=RunConfig(
             name=req.tune_name, storage_path=req.tune_parent, verbose=0,
-            callbacks=[progress.TrialProgress(req.key, f"{req.dataset} · {req.variant.name}", metric,
+            callbacks=[progress.TrialProgress(req.key, f"{req.dataset} · {req.label}", metric,
                                               mode, b.max_epochs)],
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric,
                                                checkpoint_score_order=mode),
@@ -381,11 +392,11 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
     metric, mode = f"val/{name}", req.task.mode
     tags = {**req.tags, "dataset": req.dataset, "variant": req.variant.name,
             "modality": dataset.manifest["modality"], "rnnbench.task": req.task.name,
-            SWEEP_KEY: req.key}
+            SWEEP_KEY: req.key, **({tracking.SIZE_TARGET: str(req.size_target)} if req.size_target else {})}
     previous = tracking.find_child(uri, req.experiment_id, req.parent_run_id,
                                    {tracking.ROLE: "sweep", SWEEP_KEY: req.key})
     shown = progress.current()
-    label = f"{req.dataset:<16} {req.variant.name:<12}"
+    label = f"{req.dataset:<16} {req.label:<12}"
     if previous is not None and previous.info.status == "FINISHED":
         if shown is not None:
             shown.end_sweep(req.key, f"  [green]✓[/] {label} finished earlier, kept")
@@ -395,14 +406,15 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
         tracking.client(uri).update_run(sweep_run_id, status="RUNNING")
     else:
         sweep_run_id = tracking.create_run(
-            uri, req.experiment_id, f"{req.dataset}/{req.variant.name}", {**tags, tracking.ROLE: "sweep"},
+            uri, req.experiment_id, f"{req.dataset}/{req.label}", {**tags, tracking.ROLE: "sweep"},
             params={"num_samples": req.budget.num_samples, "max_epochs": req.budget.max_epochs,
-                    "metric": metric, "mode": mode, "seed": req.budget.seed},
+                    "metric": metric, "mode": mode, "seed": req.budget.seed,
+                    **({"size_target": req.size_target} if req.size_target else {})},
             parent_run_id=req.parent_run_id)
         tracking.dataset_input(uri, sweep_run_id, dataset.manifest)
 
     if shown is not None:
-        shown.start_sweep(req.key, f"{req.dataset} · {req.variant.name}",
+        shown.start_sweep(req.key, f"{req.dataset} · {req.label}",
                           req.budget.num_samples * req.budget.max_epochs)
     status = "FAILED"
     try:
@@ -428,6 +440,7 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
         train_time = float(sum(r.metrics.get("time_total_s", 0.0) for r in grid if r.metrics))
         failed = sum(1 for r in grid if r.error is not None)
         metrics = {**test_metrics, metric: best_val, "n_params": module.n_params,
+                   **({"size_error": module.n_params / req.size_target - 1} if req.size_target else {}),
                    "val/loss": float(ckpt_metrics.get("val/loss", float("nan"))),
                    "train_time_s": train_time, "trials": len(grid), "trials_failed": failed}
         tracking.log_metrics(uri, sweep_run_id, metrics)

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 T = TypeVar("T")
 
 ROLE = "rnnbench.role"
+SIZE_TARGET = "rnnbench.size_target"  # sweep-run tag: the parameter count its width was solved for
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 PACKAGES = ("torch", "pytorch-lightning", "ray", "mlflow", "prefect", "torchmetrics", "numpy")
 LOCK_FILE = Path(__file__).resolve().parents[1] / "infra" / "requirements.lock"

@@ -44,18 +44,21 @@ class RNNEncoder(nn.Module):
     the identity and the biases to zero (Le, Jaitly & Hinton 2015, "IRNN"): the state is carried
     forward unchanged until learning says otherwise, which keeps gradients from vanishing over
     long spans where a randomly initialized relu RNN explodes or dies. Input weights keep
-    torch's default initialization."""
+    torch's default initialization.
+
+    ``embed_size`` (token inputs only): the embedding's width, hidden_size when unset; size
+    matching (``modules.sizing``) sets it where a large vocabulary makes width alone too coarse."""
 
     def __init__(self, cell: str, input_dim: int = 0, vocab_size: int = 0, hidden_size: int = 64,
                  num_layers: int = 1, dropout: float = 0.0, bidirectional: bool = False,
-                 merge: str = "concat", nonlinearity: str = "tanh"):
+                 merge: str = "concat", nonlinearity: str = "tanh", embed_size: int | None = None):
         super().__init__()
         if merge not in MERGE_MODES:
             raise ValueError(f"merge must be one of {', '.join(MERGE_MODES)}, got {merge!r}")
         if nonlinearity not in NONLINEARITIES or (cell != "rnn" and nonlinearity != "tanh"):
             raise ValueError(f"nonlinearity {nonlinearity!r}: the Elman rnn takes "
                              f"{' or '.join(NONLINEARITIES)}; gated cells have their own")
-        self.embed = InputEmbedding(input_dim, vocab_size, hidden_size, project_floats=False)
+        self.embed = InputEmbedding(input_dim, vocab_size, embed_size or hidden_size, project_floats=False)
         kwargs = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
         self.rnn = getattr(nn, cell.upper())(
             self.embed.output_dim, hidden_size, num_layers=num_layers, batch_first=True,
@@ -117,18 +120,21 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
 
 
 class TransformerEncoder(nn.Module):
-    """Encoder-only baseline: sinusoidal positions, key-padding mask, pre-LN, masked-mean pooling."""
+    """Encoder-only baseline: sinusoidal positions, key-padding mask, pre-LN, masked-mean pooling.
+
+    The feed-forward width is ``ff_size`` when given (size matching sets it: the width must be
+    divisible by ``nhead``, too coarse a step to reach a parameter count), else ff_mult x hidden_size."""
 
     def __init__(self, input_dim: int = 0, vocab_size: int = 0, hidden_size: int = 64,
                  num_layers: int = 1, dropout: float = 0.0, nhead: int = 4, ff_mult: int = 2,
-                 causal: bool = False):
+                 causal: bool = False, ff_size: int | None = None):
         super().__init__()
         self.causal = causal  # each step attends only to itself and the past (language models)
         if hidden_size % nhead:
             raise ValueError(f"hidden_size {hidden_size} must be divisible by nhead {nhead}")
         self.embed = InputEmbedding(input_dim, vocab_size, hidden_size, project_floats=True)
         layer = nn.TransformerEncoderLayer(
-            hidden_size, nhead, dim_feedforward=ff_mult * hidden_size, dropout=dropout,
+            hidden_size, nhead, dim_feedforward=int(ff_size or ff_mult * hidden_size), dropout=dropout,
             batch_first=True, norm_first=True,
         )
         # nested tensors do not apply to pre-LN layers; saying so up front avoids torch's warning

@@ -42,13 +42,14 @@ class MLPEncoder(nn.Module):
       max of those over the valid steps (a bag of steps: order is lost) feed the layers. On a
       per-step task each step's output is its own projection joined with that summary.
 
-    Dropout follows every hidden layer and the token embedding, never raw numeric inputs."""
+    Dropout follows every hidden layer and the token embedding, never raw numeric inputs.
+    ``embed_size``: the token embedding's width (hidden_size when unset), as in RNNEncoder."""
 
     def __init__(self, input_dim: int = 0, vocab_size: int = 0, hidden_size: int = 64,
                  num_layers: int = 1, dropout: float = 0.0, fixed_length: int | None = None,
-                 window: int | None = None, per_step: bool = False):
+                 window: int | None = None, per_step: bool = False, embed_size: int | None = None):
         super().__init__()
-        self.embed = InputEmbedding(input_dim, vocab_size, hidden_size, project_floats=False)
+        self.embed = InputEmbedding(input_dim, vocab_size, embed_size or hidden_size, project_floats=False)
         self.input_dropout = nn.Dropout(dropout) if vocab_size else nn.Identity()
         self.steps = int(fixed_length or window or 0) or None
         self.per_step = per_step
@@ -98,17 +99,18 @@ class ConvRNNEncoder(nn.Module):
     sequence's length are zeroed before the convolution, and the recurrence runs over the
     shortened lengths, so padding in a batch never changes a sequence's outputs. The per-step
     outputs have ceil(T / stride) steps: only stride 1 suits per-step tasks (the variant table
-    says so, and the plan refuses a search space that could break it)."""
+    says so, and the plan refuses a search space that could break it). ``embed_size``: the
+    token embedding's width (hidden_size when unset), as in RNNEncoder."""
 
     def __init__(self, cell: str, input_dim: int = 0, vocab_size: int = 0, hidden_size: int = 64,
                  num_layers: int = 1, dropout: float = 0.0, kernel: int = 3, stride: int = 1,
-                 channels: int | None = None, causal: bool = False):
+                 channels: int | None = None, causal: bool = False, embed_size: int | None = None):
         super().__init__()
         kernel, stride, channels = int(kernel), int(stride), int(channels or hidden_size)
         if min(kernel, stride, channels) < 1 or stride > kernel:
             raise ValueError(f"kernel={kernel}, stride={stride}, channels={channels}: each must be "
                              "positive, and stride at most kernel")
-        self.embed = InputEmbedding(input_dim, vocab_size, hidden_size, project_floats=False)
+        self.embed = InputEmbedding(input_dim, vocab_size, embed_size or hidden_size, project_floats=False)
         self.input_dropout = nn.Dropout(dropout) if vocab_size else nn.Identity()
         self.padding = (kernel - 1, 0) if causal else ((kernel - 1) // 2, kernel - 1 - (kernel - 1) // 2)
         self.stride = stride

@@ -84,12 +84,14 @@ class MinRNNEncoder(nn.Module):
     torch's stacked GRU. Causal by construction: step t reads steps up to t only, so padding
     after a sequence changes none of its outputs; the pooled feature is the last layer's state
     at each sequence's last valid step. ``scan="sequential"`` runs the step form instead of the
-    parallel one (to check it; the parallel form is what trains)."""
+    parallel one (to check it; the parallel form is what trains). ``embed_size``: the token
+    embedding's width (hidden_size when unset), as in RNNEncoder."""
 
     def __init__(self, cell: str, input_dim: int = 0, vocab_size: int = 0, hidden_size: int = 64,
-                 num_layers: int = 1, dropout: float = 0.0, scan: str = "parallel"):
+                 num_layers: int = 1, dropout: float = 0.0, scan: str = "parallel",
+                 embed_size: int | None = None):
         super().__init__()
-        self.embed = InputEmbedding(input_dim, vocab_size, hidden_size, project_floats=False)
+        self.embed = InputEmbedding(input_dim, vocab_size, embed_size or hidden_size, project_floats=False)
         self.input_dropout = nn.Dropout(dropout) if vocab_size else nn.Identity()
         self.layers = nn.ModuleList(
             MinRNNLayer(cell, self.embed.output_dim if i == 0 else hidden_size, hidden_size)

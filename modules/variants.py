@@ -83,6 +83,33 @@ def _per_step(task: "Task") -> bool:
     return task.per_step
 
 
+def _as_wide(hparams: Mapping[str, Any]) -> int:
+    return int(hparams["hidden_size"])
+
+
+def _feed_forward(hparams: Mapping[str, Any]) -> int:
+    """The Transformer's feed-forward width when ``ff_size`` is unset (read from the encoder's
+    own default, so it cannot drift; sizing has imported torch by the time it asks)."""
+    import inspect
+
+    from modules.encoders import TransformerEncoder
+
+    ff_mult = hparams.get("ff_mult", inspect.signature(TransformerEncoder).parameters["ff_mult"].default)
+    return int(ff_mult) * int(hparams["hidden_size"])
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """How a variant is brought to a target parameter count (``modules.sizing``): ``width`` is
+    solved first (the count grows with it); where its steps are too coarse to land near the
+    target, the first of ``second`` ((knob name, the value the network uses when the knob is
+    unset, from the other hyperparameters) pairs) that moves the count closes the gap. Every
+    knob must make the count grow with its value."""
+
+    width: str = "hidden_size"
+    second: tuple[tuple[str, Callable[[Mapping[str, Any]], int]], ...] = ()
+
+
 @dataclass(frozen=True)
 class Variant:
     """One network variant. ``build`` puts the encoder and the task's head together; a variant
@@ -101,6 +128,7 @@ class Variant:
     per_step_kwargs: Mapping[str, Any] = field(default_factory=dict)  # given on per-step tasks only
     data_args: tuple[str, ...] = ()  # dataset facts the encoder takes, when the dataset has them
     noncausal_why: str = ""  # how it reads a sequence, in words, when it is not causal
+    sizing: Sizing = Sizing()  # the knobs size matching turns (a user's class: hidden_size alone)
 
     @property
     def module(self) -> str:
@@ -243,6 +271,11 @@ def listed_values(sampler: Any) -> list | None:
     return None
 
 
+_EMBED = Constraint(("embed_size",), _positive_ints, "embed_size must be a positive integer",
+                    defaults={"embed_size": None})  # None: hidden_size
+# token inputs: the embedding's width is the second knob (with a large vocabulary each unit of
+# width costs a vocabulary's worth of parameters)
+_EMBED_SIZING = Sizing(second=(("embed_size", _as_wide),))
 _MERGE = Constraint(("merge",), _is_merge, f"merge must be one of {', '.join(MERGE_MODES)}",
                     defaults={"merge": "concat"})
 _NONLINEARITY = Constraint(("nonlinearity",), _is_nonlinearity,
@@ -266,34 +299,42 @@ _CONV = (
 
 
 def _rnn(cell: str, bidirectional: bool) -> Variant:
-    rules = ((_MERGE,) if bidirectional else ()) + ((_NONLINEARITY,) if cell == "rnn" else ())
+    rules = ((_MERGE,) if bidirectional else ()) + ((_NONLINEARITY,) if cell == "rnn" else ()) + (_EMBED,)
     return Variant(name=("bi" if bidirectional else "") + cell, encoder="modules.encoders:RNNEncoder",
                    kwargs={"cell": cell, "bidirectional": bidirectional},
                    bidirectional=bidirectional, causal=not bidirectional,
-                   extras=tuple(p for rule in rules for p in rule.params), constraints=rules)
+                   extras=tuple(p for rule in rules for p in rule.params), constraints=rules,
+                   sizing=_EMBED_SIZING)
 
 
 def _conv_rnn(cell: str) -> Variant:
     return Variant(name=f"cnn-{cell}", encoder="modules.forms:ConvRNNEncoder", kwargs={"cell": cell},
-                   causal_kwargs={"causal": True}, extras=("kernel", "stride", "channels"),
-                   constraints=_CONV)
+                   causal_kwargs={"causal": True}, extras=("kernel", "stride", "channels", "embed_size"),
+                   constraints=(*_CONV, _EMBED),
+                   sizing=Sizing(second=(("embed_size", _as_wide), ("channels", _as_wide))))
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     _rnn("rnn", False), _rnn("lstm", False), _rnn("gru", False),
     _rnn("rnn", True), _rnn("lstm", True), _rnn("gru", True),
     Variant(name="transformer", encoder="modules.encoders:TransformerEncoder",
-            causal_kwargs={"causal": True}, extras=("nhead", "ff_mult"),
+            causal_kwargs={"causal": True}, extras=("nhead", "ff_mult", "ff_size"),
             constraints=(Constraint(("hidden_size", "nhead"), _divides,
-                                    "hidden_size must be divisible by nhead"),)),
+                                    "hidden_size must be divisible by nhead"),
+                         Constraint(("ff_size",), _positive_ints, "ff_size must be a positive integer",
+                                    defaults={"ff_size": None})),  # None: ff_mult x hidden_size
+            sizing=Sizing(second=(("ff_size", _feed_forward),))),
     # one-to-one: no recurrence at all, so a table shows whether order matters on a dataset
     Variant(name="mlp", encoder="modules.forms:MLPEncoder", causal=False,
             noncausal_why="reads the whole sequence at once", data_args=("fixed_length", "window"),
-            per_step_kwargs={"per_step": True}),
+            per_step_kwargs={"per_step": True}, extras=("embed_size",), constraints=(_EMBED,),
+            sizing=_EMBED_SIZING),
     _conv_rnn("lstm"), _conv_rnn("gru"),
     # Feng et al. 2024: gates from the input alone, trained with a parallel scan; causal as built
-    Variant(name="mingru", encoder="modules.minrnn:MinRNNEncoder", kwargs={"cell": "mingru"}),
-    Variant(name="minlstm", encoder="modules.minrnn:MinRNNEncoder", kwargs={"cell": "minlstm"}),
+    Variant(name="mingru", encoder="modules.minrnn:MinRNNEncoder", kwargs={"cell": "mingru"},
+            extras=("embed_size",), constraints=(_EMBED,), sizing=_EMBED_SIZING),
+    Variant(name="minlstm", encoder="modules.minrnn:MinRNNEncoder", kwargs={"cell": "minlstm"},
+            extras=("embed_size",), constraints=(_EMBED,), sizing=_EMBED_SIZING),
 )}
 BUILTIN = tuple(VARIANTS)
 

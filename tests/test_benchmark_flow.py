@@ -3,6 +3,12 @@ leaderboard rebuilt from MLflow, a logged model that loads back, and resume afte
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -85,6 +91,112 @@ def test_logged_model_loads_back_and_scores_what_mlflow_recorded(finished, prepa
     with open(requirements) as fh:
         pins = fh.read()
     assert "torch==" in pins and "+cpu" not in pins
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _rnnbench(*args, cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process, started outside the repository (the code comes from the
+    install, here PYTHONPATH; the model from the tracking store)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "RNNBENCH_HOME": str(cwd / "home")}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+def test_the_validation_winner_is_registered_as_champion_and_every_variant_as_its_best(
+        finished, tracking_uri):
+    from flows import registry
+    from flows.leaderboard import winner
+
+    result, runs, client = finished
+    board = result["boards"]["japanese-vowels"]
+    chosen = winner(board)
+    registry_client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    name = "rnnbench-japanese-vowels"
+    champion = registry_client.get_model_version_by_alias(name, "champion")
+    assert champion.run_id == chosen["run_id"]  # the row chosen on validation, not on test
+    for variant in ("lstm", "bigru"):
+        version = registry_client.get_model_version_by_alias(name, f"best-{variant}")
+        sweep = next(r for r in _role(runs, "sweep") if r.data.tags["variant"] == variant)
+        assert version.run_id == sweep.info.run_id and version.tags["variant"] == variant
+        assert version.tags[registry.BENCHMARK_RUN] == result["run_id"]
+    assert result["registered"]["japanese-vowels"]["champion"] == champion.version
+    # a resumed benchmark registers again without new versions
+    assert registry.register(tracking_uri, result["run_id"], result["boards"]) == result["registered"]
+    assert len(registry_client.search_model_versions(f"name = '{name}'")) == 2
+
+
+def test_predict_in_a_fresh_process_outside_the_repository_matches_the_served_model(
+        finished, prepared, tracking_uri, tmp_path):
+    from datamodules.artifact import load_split, read_extra
+
+    result, runs, _ = finished
+    artifact, _ = prepared["japanese-vowels"]
+    test = load_split(artifact, "test")
+    scaler = read_extra(artifact, "scaler")
+    raw = [(s * np.array(scaler["std"]) + np.array(scaler["mean"])).tolist() for s in test.x]
+    (tmp_path / "home").mkdir()
+    inputs = tmp_path / "utterances.jsonl"
+    inputs.write_text("".join(json.dumps({"sequence": seq}) + "\n" for seq in raw))
+    proc = _rnnbench("predict", "--dataset", "japanese-vowels", "--input", str(inputs),
+                     "--tracking-uri", tracking_uri, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    printed = pd.DataFrame([json.loads(line) for line in proc.stdout.splitlines()])
+    assert len(printed) == len(raw), "one prediction per input, nothing else on stdout"
+    mlflow.set_tracking_uri(tracking_uri)
+    champion = mlflow.pyfunc.load_model("models:/rnnbench-japanese-vowels@champion")
+    served = champion.predict(pd.DataFrame({"sequence": raw}))
+    assert printed["label"].tolist() == served["label"].tolist()
+    np.testing.assert_allclose(printed["probability"], served["probability"], rtol=1e-6)
+    # and that is the in-memory model the sweep scored on the test split
+    winner_run = next(r for r in runs if r.info.run_id == champion.metadata.run_id)
+    labels = read_extra(artifact, "labels")
+    accuracy = float((printed["label"].to_numpy() == np.array(labels)[test.y]).mean())
+    assert accuracy == pytest.approx(winner_run.data.metrics["test/acc"], abs=1e-6)
+    # one window as CSV rows (a column per channel) gives the same as its JSONL line
+    pd.DataFrame(raw[0]).to_csv(tmp_path / "one.csv", index=False)
+    proc = _rnnbench("predict", "--dataset", "japanese-vowels", "--input", str(tmp_path / "one.csv"),
+                     "--tracking-uri", tracking_uri, cwd=tmp_path)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["label"] == printed["label"][0]
+    # bad input: one line naming what is wrong and what is valid, exit 2
+    (tmp_path / "texts.txt").write_text("not a sequence\n")
+    for args, message in [
+        (["--dataset", "sunspots", "--input", str(inputs)],
+         "no registered model 'rnnbench-sunspots' with alias 'champion' in " + tracking_uri
+         + "; registered: rnnbench-japanese-vowels"),
+        (["--dataset", "japanese-vowels", "--input", str(tmp_path / "texts.txt")],
+         "this model reads sequences of 12 value(s) per step"),
+        (["--dataset", "japanese-vowels", "--input", str(tmp_path / "nope.csv")], "nope.csv: no such file"),
+    ]:
+        proc = _rnnbench("predict", *args, "--tracking-uri", tracking_uri, cwd=tmp_path)
+        assert proc.returncode == 2 and message in proc.stdout and len(proc.stdout.splitlines()) == 1, proc.stdout
+
+
+def test_report_rebuilds_the_leaderboard_from_the_tracking_store_alone(finished, tracking_uri, tmp_path):
+    result, _, _ = finished
+    (tmp_path / "home").mkdir()
+    proc = _rnnbench("report", "--experiment", "e2e", "--run", result["run_id"], "--tracking-uri",
+                     tracking_uri, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    written = Path(result["reports"]) / "leaderboard_japanese-vowels.csv"
+    rebuilt = tmp_path / "out" / "leaderboard_japanese-vowels.csv"
+    assert rebuilt.read_text() == written.read_text()  # the rows the benchmark wrote, byte for byte
+    for variant in ("lstm", "bigru", "(majority class)"):
+        assert variant in proc.stdout
+    assert "Ranked and chosen on val/acc" in proc.stdout
+
+
+def test_report_compare_puts_two_runs_side_by_side(finished, tracking_uri, tmp_path):
+    result, _, _ = finished
+    (tmp_path / "home").mkdir()
+    proc = _rnnbench("report", "--compare", result["run_id"], result["run_id"], "--tracking-uri",
+                     tracking_uri, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "val/acc" in line and "│" in line]
+    assert len(rows) == 3  # lstm, bigru and the baseline; the same run: no difference
+    assert all(line.split("│")[-2].strip() == "0.0000" for line in rows)
+    assert "Plain differences, no intervals" in proc.stdout
 
 
 def test_interrupted_benchmark_is_marked_killed_and_the_same_command_resumes(

@@ -12,8 +12,9 @@ import pytest
 RNNBENCH = str(Path(sys.executable).parent / "rnnbench")
 
 
-def _cli(*args, home: Path, without_tools: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RNNBENCH_HOME": str(home), "COLUMNS": "200"}
+def _cli(*args, home: Path, without_tools: bool = False,
+         env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RNNBENCH_HOME": str(home), "COLUMNS": "200", **(env_extra or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     if without_tools:  # as on a machine without espeak-ng: only the virtualenv on PATH
         env["PATH"] = str(Path(sys.executable).parent)
@@ -179,3 +180,20 @@ def test_an_unreachable_tracking_server_gets_one_line_and_its_own_exit_code(tmp_
     assert f"error: the MLflow tracking server at http://127.0.0.1:{port} does not answer" \
         in proc.stdout.replace("\n", " ")
     assert "KILLED" not in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_serve_without_a_prefect_server_says_so_in_one_line_and_exits_69(tmp_path):
+    import socket
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    proc = subprocess.run([RNNBENCH, "serve"], capture_output=True, text=True, timeout=120,
+                          env={**env, "RNNBENCH_HOME": str(tmp_path), "COLUMNS": "200"})
+    assert proc.returncode == 69, proc.stdout + proc.stderr
+    assert "rnnbench serve needs a Prefect server" in proc.stdout and "PREFECT_API_URL=" in proc.stdout
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _cli("serve", home=tmp_path, env_extra={"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"})
+    assert proc.returncode == 69, proc.stdout + proc.stderr
+    assert f"no Prefect API answers at http://127.0.0.1:{port}/api" in proc.stdout.replace("\n", " ")
+    assert "Traceback" not in proc.stdout + proc.stderr
