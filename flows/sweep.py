@@ -260,6 +260,7 @@ def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: di
         def trial(config, dataset_ref, manifest, variant, task):
             return train_ddp_trial(config, dataset_ref[0], manifest, variant, task)
 
+        trial.__name__ = trial.__qualname__ = req.trainable_name  # before with_parameters copies it
         # the arrays go to the object store once per sweep; each node's workers read them there
         bound = tune.with_parameters(trial, dataset_ref=[ray.put(dataset)], manifest=dataset.manifest,
                                      variant=req.variant, task=req.task)
@@ -269,9 +270,9 @@ def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: di
         def trial(config, dataset, variant, task):
             return train_trial(config, dataset, variant, task)
 
+        trial.__name__ = trial.__qualname__ = req.trainable_name  # see SweepRequest.trainable_name
         bound = tune.with_parameters(trial, dataset=dataset, variant=req.variant, task=req.task)
         resources = {"cpu": b.cpus_per_trial, "gpu": b.gpus_per_trial}
-    trial.__name__ = trial.__qualname__ = req.trainable_name  # see SweepRequest.trainable_name
     trainable = tune.with_resources(bound, resources)
     path = req.tune_path
     if tune.Tuner.can_restore(path) and _has_trials(path):
