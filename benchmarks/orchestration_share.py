@@ -4,7 +4,7 @@ checkpoints, logging, scheduling gaps, final scoring and leaderboards).
 
 Runs ``rnnbench run`` on JapaneseVowels with the quick preset's budget and all its variants
 (``--smoke``: the test preset), from data prepared beforehand, and derives the split from what
-the run recorded in MLflow: the benchmark, sweep and trial runs' start and end times, and each
+the run recorded in MLflow: the benchmark, sweep and trial runs' start times, and each
 trial's per-epoch ``time/train_epoch_s`` and ``time/val_epoch_s`` (``flows.trial.EpochTimes``:
 loading, steps and metrics of the training and validation loops). The capacity is the wall time
 times the trial slots Ray offers (CPUs / cpus_per_trial); the share is 1 - (training and
@@ -14,10 +14,10 @@ slot-seconds:
 - start-up: until the first trial run opens (CLI and Prefect's API, MLflow; the dataset and
   baseline, Ray's start; Tune's set-up and the first actor's start), times the slots;
 - trial start: each trial from its run's opening to its first epoch (Lightning set-up);
-- in-trial reporting: each trial's time between epochs and after its last one (Tune's report and
-  checkpoint, MLflow logging, the run's end);
-- between trials: slots without a trial while trials still ran (new actors' start-up, Tune's
-  scheduling, sweeps' start, test scoring and model logging);
+- in-trial reporting: each trial's time between its epochs (Tune's report and checkpoint,
+  MLflow logging);
+- between trials: slots without a trial's epochs while trials still ran (trials' ends, new
+  actors' start-up, Tune's scheduling, sweeps' start, test scoring and model logging);
 - closing: after the last trial (the last sweeps' scoring and model logging, leaderboards,
   shutdown), times the slots.
 
@@ -36,12 +36,12 @@ import time
 from pathlib import Path
 
 from benchmarks.common import finish, parser, report
+from benchmarks.tune_sweeps import EPOCH_METRICS, trial_record
 
 ROOT = Path(__file__).resolve().parents[1]
 RNNBENCH = str(Path(sys.executable).parent / "rnnbench")
 TARGET = 0.25
 DATASET = "japanese-vowels"
-EPOCH_METRICS = ("time/train_epoch_s", "time/val_epoch_s")
 
 
 def preset_for(source: Path, dataset: str) -> str:
@@ -62,7 +62,7 @@ def run(preset: Path, home: Path) -> tuple[float, float]:
     return start, end
 
 
-def phases(home: Path, start: float, end: float, slots: int, max_epochs: int) -> dict[str, float]:
+def phases(home: Path, start: float, end: float, slots: int) -> dict[str, float]:
     """Slot-seconds per phase, from the run's MLflow records (see the module's docstring)."""
     from mlflow.tracking import MlflowClient
 
@@ -77,18 +77,9 @@ def phases(home: Path, start: float, end: float, slots: int, max_epochs: int) ->
     steps = trial_start = inside = 0.0
     spans = []
     for trial in trials:
-        history = {key: sorted(client.get_metric_history(trial.info.run_id, key), key=lambda m: m.step)
-                   for key in EPOCH_METRICS}
-        if not all(history.values()):
-            raise SystemExit(f"trial run {trial.info.run_id} has no {' or '.join(EPOCH_METRICS)}: "
-                             "is flows.trial.EpochTimes among the trial's callbacks?")
-        opened = trial.info.start_time / 1000
+        opened, closed, history = trial_record(client, trial)
         first = history[EPOCH_METRICS[0]][0]
         first_epoch_start = first.timestamp / 1000 - sum(history[k][0].value for k in EPOCH_METRICS)
-        last_epoch_end = max(m.timestamp for ms in history.values() for m in ms) / 1000
-        # a trial ASHA stopped is ended by the sweep afterwards: its last epoch is its end
-        stopped = trial.data.tags.get("rnnbench.stopped_early") == "true" or len(history[EPOCH_METRICS[0]]) < max_epochs
-        closed = last_epoch_end if stopped else trial.info.end_time / 1000
         steps += sum(m.value for ms in history.values() for m in ms)
         trial_start += max(0.0, first_epoch_start - opened)
         inside += closed - opened
@@ -127,7 +118,7 @@ def main() -> None:
         home.mkdir()
         shutil.move(str(root / "prepare" / "data"), home / "data")
         start, end = run(preset, home)
-        split = phases(home, start, end, slots, int(budget["max_epochs"]))
+        split = phases(home, start, end, slots)
     wall = end - start
     capacity = slots * wall
     steps = split["training and validation"]

@@ -21,6 +21,23 @@ from flows.settings import Settings, apply_environment, load_settings
 from flows.training import PreparedData
 
 
+EPOCH_METRICS = ("time/train_epoch_s", "time/val_epoch_s")  # logged by flows.trial.EpochTimes
+
+
+def trial_record(client, run) -> tuple[float, float, dict[str, list]]:
+    """A trial run's opening and the end of its last epoch (when that epoch's times were logged),
+    in seconds since the epoch, and its epoch-time histories by epoch. The run's own end time
+    is not the trial's: a trial that Tune stops (ASHA at any rung, the last included) is ended
+    by its sweep afterwards."""
+    history = {key: sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+               for key in EPOCH_METRICS}
+    if not all(history.values()):
+        raise SystemExit(f"trial run {run.info.run_id} has no {' or '.join(EPOCH_METRICS)}: "
+                         "is flows.trial.EpochTimes among the trial's callbacks?")
+    last = max(m.timestamp for ms in history.values() for m in ms) / 1000
+    return run.info.start_time / 1000, last, history
+
+
 @dataclass
 class Workspace:
     settings: Settings
