@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 import shutil
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def phases(home: Path, start: float, end: float, slots: int) -> dict[str, float]
     assert trials, "the run recorded no trials"
     steps = trial_start = inside = 0.0
     spans = []
+    by_sweep: dict[str, list[tuple[float, float]]] = {}
     for trial in trials:
         opened, closed, history = trial_record(client, trial)
         first = history[EPOCH_METRICS[0]][0]
@@ -84,6 +86,7 @@ def phases(home: Path, start: float, end: float, slots: int) -> dict[str, float]
         trial_start += max(0.0, first_epoch_start - opened)
         inside += closed - opened
         spans.append((opened, closed))
+        by_sweep.setdefault(trial.data.tags.get("mlflow.parentRunId"), []).append((opened, closed))
     first_trial, last_trial = min(s for s, _ in spans), max(e for _, e in spans)
     first_sweep = min(r.info.start_time for r in sweeps) / 1000
     bench_start = bench.info.start_time / 1000
@@ -98,6 +101,11 @@ def phases(home: Path, start: float, end: float, slots: int) -> dict[str, float]
         "closing: last sweeps, leaderboards, shutdown": slots * (end - last_trial),
         "training and validation": steps,
         "_trials": len(trials), "_sweeps": len(sweeps), "_trial_time": inside,
+        # wall seconds per sweep, its slots' idle ends (other sweeps' trials may fill them)
+        "_sweep_head_s": statistics.median(min(o for o, _ in by_sweep[r.info.run_id]) - r.info.start_time / 1000
+                                           for r in sweeps if r.info.run_id in by_sweep),
+        "_sweep_tail_s": statistics.median(r.info.end_time / 1000 - max(c for _, c in by_sweep[r.info.run_id])
+                                           for r in sweeps if r.info.run_id in by_sweep),
     }
 
 
@@ -128,6 +136,9 @@ def main() -> None:
     for name, value in split.items():
         if not name.startswith("_"):
             print(f"  {name:<64} {value:7.1f} slot-s  {value / capacity:6.1%}", flush=True)
+    print(f"  per sweep (median, wall): {split['_sweep_head_s']:.1f} s from its opening to its first trial "
+          f"(Tune, actors), {split['_sweep_tail_s']:.1f} s from its last epoch to its end "
+          f"(trials' ends, test scoring, model logging)", flush=True)
     note = (f"training+validation {steps:.0f} of {capacity:.0f} slot-s ({slots} x {wall:.0f} s wall); "
             f"trials open {split['_trial_time'] / capacity:.0%} of it")
     raw = {"preset": source.stem, "dataset": DATASET, "slots": slots, "wall_s": wall,

@@ -123,5 +123,6 @@ def test_orchestration_phases_add_up_to_the_slots_wall_time(tmp_path):
     assert split["in-trial reporting, checkpoints, logging"] == pytest.approx((31 - 20) + (33 - 21) - 5 - 16)
     # a trial ends with its last epoch's log (its run is ended by the sweep, later)
     assert split["closing: last sweeps, leaderboards, shutdown"] == pytest.approx(2 * (70 - 33))
+    assert (split["_sweep_head_s"], split["_sweep_tail_s"]) == pytest.approx((20 - 10, 50 - 33))
     text = preset_for(ROOT / "flows" / "presets" / "quick.toml", "japanese-vowels")
     assert 'datasets = ["japanese-vowels"]' in text and "[dataset_space.sunspots]" in text
