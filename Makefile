@@ -75,28 +75,39 @@ test-integration: install
 	$(BIN)/python -m pytest -m "integration or system"
 
 # Speed, as ratios of two sides timed interleaved in one run (docs/BENCHMARKS.md). `bench` runs
-# the full step-overhead and data-path benchmarks (a few minutes on 2 cores; results committed
-# under benchmarks/results/) and the GPU benchmark's CPU smoke; every script runs even when an
-# earlier one misses its target, and a miss fails the target at the end. `bench-smoke` proves
-# they all still run (seconds; results under the git-ignored benchmarks/results/smoke/).
+# the full step-overhead, data-path, trial-scaling and early-stopping-payoff benchmarks and the
+# GPU benchmark's CPU smoke (under 10 minutes on 2 cores; results committed under
+# benchmarks/results/); every script runs even when an earlier one misses its target, and a
+# miss fails the target at the end. `bench-smoke` proves they all still run (a few minutes;
+# results under the git-ignored benchmarks/results/smoke/).
 # `python -m`: the checkout's own code, whichever checkout the venv was installed from.
 bench: install
 	@rc=0; \
 	$(BIN)/python -m benchmarks.step_overhead || rc=1; \
 	$(BIN)/python -m benchmarks.data_path || rc=1; \
+	$(BIN)/python -m benchmarks.trial_scaling || rc=1; \
+	$(BIN)/python -m benchmarks.asha_payoff || rc=1; \
 	$(BIN)/python -m benchmarks.gpu --smoke || rc=1; \
 	exit $$rc
 
 bench-smoke: install
 	$(BIN)/python -m benchmarks.step_overhead --smoke
 	$(BIN)/python -m benchmarks.data_path --smoke
+	$(BIN)/python -m benchmarks.trial_scaling --smoke
+	$(BIN)/python -m benchmarks.asha_payoff --smoke
 	$(BIN)/python -m benchmarks.gpu --smoke
 	$(BIN)/python -m benchmarks.sweep_scaling --smoke
+	$(BIN)/python -m benchmarks.orchestration_share --smoke
 
 # Whole benchmarks, timed end to end: the quick preset's sweeps side by side vs one after
-# another (about 15 minutes on 2 cores; result in benchmarks/results/sweep_scaling.json).
+# another (about 15 minutes on 2 cores; result in benchmarks/results/sweep_scaling.json), and
+# the share of a quick-budget JapaneseVowels run spent outside training and validation
+# (a few minutes; benchmarks/results/orchestration_share.json).
 bench-e2e: install
-	$(BIN)/python -m benchmarks.sweep_scaling --preset $(PRESET)
+	@rc=0; \
+	$(BIN)/python -m benchmarks.sweep_scaling --preset $(PRESET) || rc=1; \
+	$(BIN)/python -m benchmarks.orchestration_share || rc=1; \
+	exit $$rc
 
 clean:
 	rm -rf $(VENV) .rnnbench .pytest_cache

@@ -131,6 +131,27 @@ class SystemMetrics:
         stopping.join(self.STOP_WAIT_S)
 
 
+class EpochTimes(pl.Callback):
+    """Seconds each epoch spent training and validating (loading, steps, metrics), logged as
+    ``time/train_epoch_s`` and ``time/val_epoch_s``: what a trial's time outside them (start-up,
+    reporting, checkpoints, logging) is measured against (benchmarks/orchestration_share.py).
+    Place it before Tune's report callback, which runs at the same hook."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._train_start = time.perf_counter()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or not hasattr(self, "_train_start"):
+            return
+        times = {"time/train_epoch_s": self._val_start - self._train_start,
+                 "time/val_epoch_s": time.perf_counter() - self._val_start, "epoch": trainer.current_epoch}
+        for logger in trainer.loggers:
+            logger.log_metrics(times, step=trainer.current_epoch)
+
+
 def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k != CONTEXT_KEY}
 
@@ -179,7 +200,7 @@ def train_trial(config: dict[str, Any], dataset: PreparedData, variant: Variant,
         with tracking.patiently(SystemMetrics, uri, run_id), \
                 (checkpoint.as_directory() if checkpoint is not None else nullcontext()) as ckpt_dir:
             fit(hp, dataset, variant, task, max_epochs=ctx["max_epochs"], seed=ctx["seed"],
-                callbacks=[LogParams(uri, run_id, task.resolved(hp)), report], logger=logger,
+                callbacks=[LogParams(uri, run_id, task.resolved(hp)), EpochTimes(), report], logger=logger,
                 threads=ctx["threads"], accelerator=ctx["accelerator"], precision=precision,
                 deterministic=ctx["deterministic"],
                 ckpt_path=os.path.join(ckpt_dir, CHECKPOINT_FILE) if ckpt_dir else None)
@@ -236,7 +257,8 @@ def train_ddp_worker(cfg: dict[str, Any]) -> None:
     precision = precision_for(ctx.get("precision", "32"), ctx["accelerator"])
     rank0 = ray.train.get_context().get_world_rank() == 0
     logger = TrialLogger(tracking_uri=uri, run_id=run_id) if rank0 else False
-    callbacks = [RecordWorkers(uri, run_id, ctx["accelerator"], precision), RayTrainReportCallback()]
+    callbacks = [RecordWorkers(uri, run_id, ctx["accelerator"], precision), EpochTimes(),
+                 RayTrainReportCallback()]
     if rank0:
         callbacks.insert(0, LogParams(uri, run_id, task.resolved(hp)))
     checkpoint = ray.train.get_checkpoint()  # Train's own, when it restarts this run
