@@ -205,6 +205,7 @@ def test_a_logged_model_records_its_norm_and_one_logged_before_norm_existed_is_r
     dataset = prepared_series(trending_series(240), window=24, horizon=4)
     module = build_module(VARIANTS["gru"], FORECASTING, TINY, dataset.data)  # no norm given
     artifacts = write_model_files(module, VARIANTS["gru"], FORECASTING, dict(TINY), dataset, tmp_path)
-    assert json.loads(Path(artifacts["spec"]).read_text())["hparams"]["norm"] == DEFAULT_NORM
+    logged = json.loads(Path(artifacts["spec"]).read_text())["hparams"]
+    assert logged["norm"] == DEFAULT_NORM and logged["diff"] == 0  # defaults spelled out
     old = VARIANTS["gru"].build(FORECASTING, dataset.data, FORECASTING.as_logged(TINY))
     assert type(old) is SequenceNetwork  # as every model logged before norm was trained
