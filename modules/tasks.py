@@ -73,7 +73,7 @@ class Task:
         """A task-level hyperparameter's value in ``hparams`` (its default when absent)."""
         option = self.hyperparameters[name]
         value = hparams.get(name, option.default)
-        if value not in option.values:
+        if value not in option.values or isinstance(value, bool):  # True == 1, but it is not
             raise TaskError(f"{name}={value!r} is not valid on a {self.name} dataset; "
                             f"valid: {', '.join(map(str, option.values))}")
         return value

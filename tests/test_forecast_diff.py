@@ -90,6 +90,8 @@ def test_differencing_refuses_what_the_data_cannot_take():
         VARIANTS["lstm"].build(FORECASTING, {**data, "season": 12}, {**TINY, "diff": "season"})
     with pytest.raises(tasks.TaskError, match=r"diff=2 is not valid on a forecasting dataset; valid: 0, 1, season"):
         VARIANTS["lstm"].build(FORECASTING, data, {**TINY, "diff": 2})
+    assert VARIANTS["lstm"].check_space({"diff": {"choice": [0, True]}}, FORECASTING) == (
+        "diff on a forecasting dataset must be one of 0, 1, season (a constant or a choice), got True")
     net = VARIANTS["lstm"].build(FORECASTING, {**data, "season": 4}, {**TINY, "diff": "season"}).eval()
     with pytest.raises(ValueError, match="every window needs more than 4 steps, got one of 3"):
         net(torch.zeros(2, 12, 1), torch.tensor([12, 3]))
@@ -119,10 +121,21 @@ def test_the_logged_model_differences_raw_values_as_the_trained_one_does(tmp_pat
     np.testing.assert_allclose(served.to_numpy(dtype=np.float64), mine, rtol=1e-5, atol=1e-4)
 
 
-def test_a_differenced_model_trains_and_scores_in_the_datas_units():
+def test_a_differenced_model_trains_scores_in_the_datas_units_and_records_diff(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from flows.trial import LogParams
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("diff", (tmp_path / "art").as_uri())).info.run_id
     dataset = prepared_series(trending_series(240), window=24, horizon=6, season=12)
-    result = fit({**TINY, "norm": "window", "diff": 1}, dataset, VARIANTS["gru"], FORECASTING,
-                 max_epochs=2, seed=0, threads=1)
+    hparams = {**TINY, "diff": 1}  # norm left to its default: spelled out in the record as trials do
+    result = fit(hparams, dataset, VARIANTS["gru"], FORECASTING, max_epochs=2, seed=0, threads=1,
+                 callbacks=[LogParams(uri, run_id, FORECASTING.resolved(hparams))])
+    client.set_terminated(run_id, "FINISHED")
+    params = client.get_run(run_id).data.params
+    assert params["diff"] == "1" and params["norm"] == tasks.DEFAULT_NORM
     assert result.epochs == 2 and np.isfinite(result.metrics["val/mae"])
     scores = evaluate(result.module, dataset, "test")
     # raw units (the series' slope is 0.5 a step, its noise 1): not z-scored, not differences
