@@ -23,6 +23,7 @@ INTEGER_COLUMNS = ("params", "trials")
 # a dataset of many series: modules.metrics.per_series_scores's aggregates (named here so the
 # leaderboard imports no torch)
 SERIES_AGGREGATES = ("series_mae", "series_mase", "beats_naive")
+BEATS_NAIVE = "test/beats_naive"  # the share of series on which a row beats the naive forecast
 UNEQUAL = "rnnbench.unequal_spaces"  # benchmark-run tag: variants whose search space differs
 CI = " ±95%"  # suffix of a column holding the half width of the interval of the column it names
 SEEDS, VERSUS = "n", "vs winner"  # columns of a board with seed repeats
@@ -151,6 +152,11 @@ def headlines(rows: list[dict], base: dict, metric: str, mode: str,
     if base[metric] is not None and scored and all("does not beat" in (r["note"] or "") for r in scored):
         lines.append(f"No variant beats {base['variant'][1:-1]} on validation: none has learned "
                      "anything this baseline does not already know.")
+    shares = [r for r in scored if r.get(BEATS_NAIVE) is not None and r[BEATS_NAIVE] == r[BEATS_NAIVE]]
+    if shares and all(r[BEATS_NAIVE] <= 0.5 for r in shares):  # many series: a mean can hide this
+        best = max(shares, key=lambda r: r[BEATS_NAIVE])
+        lines.append(f"No variant beats {base['variant'][1:-1]} on most series: the best, "
+                     f"{best['variant']}, beats it on {best[BEATS_NAIVE]:.0%} of them (test).")
     return lines
 
 

@@ -73,9 +73,9 @@ class Task:
         """A task-level hyperparameter's value in ``hparams`` (its default when absent)."""
         option = self.hyperparameters[name]
         value = hparams.get(name, option.default)
-        if value not in option.values:
+        if value not in option.values or isinstance(value, bool):  # True == 1, but it is not
             raise TaskError(f"{name}={value!r} is not valid on a {self.name} dataset; "
-                            f"valid: {', '.join(option.values)}")
+                            f"valid: {', '.join(map(str, option.values))}")
         return value
 
     def resolved(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,6 +87,12 @@ class Task:
         """A logged model's ``hparams`` as it was built: a task-level key it lacks did not exist
         yet, so it gets what the task did then, not today's default."""
         return {**{name: o.before for name, o in self.hyperparameters.items()}, **hparams}
+
+    def option_problem(self, values: Mapping[str, list], params: Mapping[str, Any]) -> str | None:
+        """Why some value of the task's own hyperparameters (``values``: every value a search
+        space lets each take) cannot work on a dataset prepared with ``params``, in one line,
+        or None. The plan asks before any run; ``wrap`` asks again for a build outside one."""
+        return None
 
     def wrap(self, net: "nn.Module", hparams: Mapping[str, Any], data: Mapping[str, Any]) -> "nn.Module":
         """The network as trained and served: ``net`` (encoder and head) inside whatever the
@@ -228,21 +234,53 @@ class Forecasting(Task):
     ``norm``: ``global`` feeds the network the dataset's z-scored values as they are; ``window``
     scales each input window by its own statistics inside the network and maps the forecast
     back; ``revin`` (the default, ``DEFAULT_NORM``) adds RevIN's learnable affine map. A series
-    that leaves its training range needs one of the last two."""
+    that leaves its training range needs one of the last two.
+
+    ``diff``: ``0`` (the default) forecasts values; ``1`` differences the target channel at lag
+    1 and ``season`` at the dataset's season, forecasts the differences and integrates them back
+    onto the window's values, outside ``norm`` (differences are what gets normalized)."""
 
     hyperparameters: ClassVar[Mapping[str, Option]] = MappingProxyType(
-        {"norm": Option(("global", "window", "revin"), default=DEFAULT_NORM, before="global")})
+        {"norm": Option(("global", "window", "revin"), default=DEFAULT_NORM, before="global"),
+         "diff": Option((0, 1, "season"), default=0, before=0)})
+
+    def option_problem(self, values, params):
+        window, horizon = int(params.get("window", 0)), int(params.get("horizon", 0))
+        season = int(params.get("season", 1) or 1)
+        for diff in values.get("diff", ()):
+            if diff == 0:
+                continue
+            if diff == "season" and season <= 1:
+                return ("diff='season' needs a dataset with a season > 1, this one has none "
+                        "(prepare it with --season N, or use diff = 1)")
+            lag = season if diff == "season" else 1
+            if window <= lag:
+                return (f"diff={diff!r} differences at lag {lag}, so the window must be longer "
+                        f"than {lag} steps, got window={window}")
+            if params.get("calendar") and window - lag < horizon:
+                return (f"diff={diff!r} with calendar inputs needs window - {lag} >= horizon "
+                        f"(the head reads the forecast steps' calendar there), got "
+                        f"window={window}, horizon={horizon}")
+        return None
 
     def wrap(self, net, hparams, data):
-        norm = self.option(hparams, "norm")
-        if norm == "global":
-            return net
-        from modules.normalization import WindowNorm
+        norm, diff = self.option(hparams, "norm"), self.option(hparams, "diff")
+        target = int(data.get("target_channel", 0))
+        if norm != "global":
+            from modules.normalization import WindowNorm
 
-        # inside the network, so RevIN's parameters are in the weights a logged model saves
-        return WindowNorm(net, channels=int(data.get("input_dim", 1)) or 1,
-                          target=int(data.get("target_channel", 0)), affine=norm == "revin",
-                          keep=int(data.get("calendar_channels", 0)))
+            # inside the network, so RevIN's parameters are in the weights a logged model saves
+            net = WindowNorm(net, channels=int(data.get("input_dim", 1)) or 1, target=target,
+                             affine=norm == "revin", keep=int(data.get("calendar_channels", 0)))
+        if diff == 0:
+            return net
+        problem = self.option_problem({"diff": [diff]}, {**data, "calendar": data.get("calendar_channels", 0)})
+        if problem:
+            raise TaskError(problem)
+        from modules.differencing import Difference
+
+        # outermost: the normalization sees (and scales) the differences
+        return Difference(net, lag=int(data.get("season", 1)) if diff == "season" else 1, target=target)
 
     def head(self, in_dim, data, dropout):
         calendar = int(data.get("calendar_channels", 0))

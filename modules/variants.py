@@ -170,9 +170,9 @@ class Variant:
             valid = option.values
             if key in space:
                 values = listed_values(space[key])
-                bad = [v for v in values or [space[key]] if v not in valid]
+                bad = [v for v in values or [space[key]] if v not in valid or isinstance(v, bool)]
                 if values is None or bad:
-                    return (f"{key} on a {task.name} dataset must be one of {', '.join(valid)} "
+                    return (f"{key} on a {task.name} dataset must be one of {', '.join(map(str, valid))} "
                             f"(a constant or a choice), got {bad[0] if bad else space[key]!r}")
         for rule in self.constraints:
             if not rule.holds_on(task):

@@ -25,31 +25,35 @@ TINY = {"hidden_size": 8, "num_layers": 1, "dropout": 0.0, "nhead": 2, "ff_mult"
         "lr": 1e-2, "batch_size": 32}
 
 
-def _network(variant: str, norm: str, data: dict) -> torch.nn.Module:
+def _network(variant: str, norm: str, data: dict, diff=0) -> torch.nn.Module:
+    from modules.normalization import WindowNorm
+
     torch.manual_seed(0)
-    net = VARIANTS[variant].build(FORECASTING, data, {**TINY, "norm": norm})
+    net = VARIANTS[variant].build(FORECASTING, data, {**TINY, "norm": norm, "diff": diff})
     if norm == "revin":  # away from the identity they start at, so the test sees them act
+        revin = next(m for m in net.modules() if isinstance(m, WindowNorm))
         with torch.no_grad():
-            net.gamma.uniform_(0.5, 2.0)
-            net.beta.uniform_(-1.0, 1.0)
+            revin.gamma.uniform_(0.5, 2.0)
+            revin.beta.uniform_(-1.0, 1.0)
     return net.eval()
 
 
 @pytest.mark.parametrize("variant", BUILTIN)
 def test_window_normalized_forecasts_move_with_the_inputs_level_and_scale(variant):
-    data = {"task": "forecasting", "horizon": 4, "input_dim": 2, "vocab_size": 0,
-            "target_channel": 1, "window": 16, "season": 1}
+    data = {"task": "forecasting", "horizon": 6, "input_dim": 2, "vocab_size": 0,
+            "target_channel": 1, "window": 16, "season": 4}
     x = torch.randn(3, 16, 2, generator=torch.Generator().manual_seed(1)) * 2 + 1
     lengths = torch.tensor([16, 12, 9])  # padded windows (a served batch) keep the identity too
-    for norm in ("window", "revin"):
-        net = _network(variant, norm, data)
+    # differencing first (lag 1, or the season with a horizon past it), then normalization
+    for norm, diff in [(n, d) for n in ("window", "revin") for d in (0, 1, "season")]:
+        net = _network(variant, norm, data, diff)
         with torch.no_grad():
             base = net(x, lengths)
             for a, c in AFFINE_MAPS:
                 torch.testing.assert_close(net(a * x + c, lengths), a * base + c,
                                            rtol=1e-4, atol=1e-4 * max(a, abs(c)))
             constant = net(torch.full((2, 16, 2), 5.0), torch.tensor([16, 10]))
-        assert torch.isfinite(constant).all(), norm
+        assert torch.isfinite(constant).all(), (norm, diff)
     net = _network(variant, "global", data)
     with torch.no_grad():
         base = net(x, lengths)
@@ -201,6 +205,7 @@ def test_a_logged_model_records_its_norm_and_one_logged_before_norm_existed_is_r
     dataset = prepared_series(trending_series(240), window=24, horizon=4)
     module = build_module(VARIANTS["gru"], FORECASTING, TINY, dataset.data)  # no norm given
     artifacts = write_model_files(module, VARIANTS["gru"], FORECASTING, dict(TINY), dataset, tmp_path)
-    assert json.loads(Path(artifacts["spec"]).read_text())["hparams"]["norm"] == DEFAULT_NORM
+    logged = json.loads(Path(artifacts["spec"]).read_text())["hparams"]
+    assert logged["norm"] == DEFAULT_NORM and logged["diff"] == 0  # defaults spelled out
     old = VARIANTS["gru"].build(FORECASTING, dataset.data, FORECASTING.as_logged(TINY))
     assert type(old) is SequenceNetwork  # as every model logged before norm was trained

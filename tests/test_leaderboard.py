@@ -102,6 +102,17 @@ def test_variants_that_do_not_beat_the_baseline_on_validation_are_flagged(tmp_pa
     assert "No variant beats majority class on validation" in md.split("|")[0]
 
 
+def test_many_series_where_no_variant_beats_the_naive_forecast_on_most_say_so_in_one_line(tmp_path):
+    line = "No variant beats majority class on most series: the best, gru, beats it on 42% of them (test)."
+    sweeps = {"rnn": {"val/mae": 1.0, "test/mae": 1.1, "test/beats_naive": 0.25},
+              "gru": {"val/mae": 0.9, "test/mae": 1.0, "test/beats_naive": 5 / 12}}
+    board = _store(tmp_path / "a", sweeps, {"val/mae": 1.2, "test/mae": 1.3}, task="forecasting")
+    assert line in board.attrs["headlines"]  # though both beat it on the mean over series
+    sweeps["rnn"]["test/beats_naive"] = 0.75
+    board = _store(tmp_path / "b", sweeps, {"val/mae": 1.2, "test/mae": 1.3}, task="forecasting")
+    assert not any("on most series" in h for h in board.attrs["headlines"])
+
+
 def test_a_narrow_terminal_leaves_extra_test_metrics_to_the_reports_without_folding_numbers(tmp_path):
     from rich.console import Console
 

@@ -252,29 +252,31 @@ def test_the_built_in_store_sales_served_per_series_with_its_calendar_matches_th
     dataset = PreparedData.load(artifact)
     stds = [s[0] for s in dataset.extras["series"]["std"]]
     assert max(stds) / min(stds) > 100
-    torch.manual_seed(0)
-    # global norm: window norm's scale equivariance would hide a series served with another's scaler
-    hp = FORECASTING.resolved({**TINY, "norm": "global"})
-    module = build_module(VARIANTS["lstm"], FORECASTING, hp, dataset.data).eval()
-    test = dataset.splits["test"]
-    picks = [int(np.flatnonzero(test.ids[:, 0] == s)[0]) for s in (0, 23)]
-    with torch.no_grad():
-        out = module(torch.from_numpy(np.stack([test.x[i] for i in picks])), torch.tensor([28, 28])).numpy()
-    model = SequenceModel()
-    model.load_context(types.SimpleNamespace(
-        artifacts=write_model_files(module, VARIANTS["lstm"], FORECASTING, hp, dataset, tmp_path / "m")))
-    frame = store_sales_frame()
-    rows = {"series": [], "sequence": [], "time": []}
-    for i in picks:
-        name = dataset.extras["series"]["names"][test.ids[i, 0]]
-        part = frame[frame["store"] == name].iloc[test.ids[i, 1] - 28: test.ids[i, 1]]
-        rows["series"].append(name)
-        rows["sequence"].append(part["sales"].tolist())
-        rows["time"].append(part["date"].astype(str).tolist())
-    served = model.predict(None, pd.DataFrame(rows)).to_numpy()
-    info = dataset.extras["series"]
-    for row, i in enumerate(picks):
-        s = test.ids[i, 0]
-        np.testing.assert_allclose(served[row], out[row] * info["std"][s][0] + info["mean"][s][0], rtol=1e-4)
+    # global norm: window norm's scale equivariance would hide a series served with another's
+    # scaler; differenced at the season too (calendar channels pass through it)
+    for diff in (0, "season"):
+        torch.manual_seed(0)
+        hp = FORECASTING.resolved({**TINY, "norm": "global", "diff": diff})
+        module = build_module(VARIANTS["lstm"], FORECASTING, hp, dataset.data).eval()
+        test = dataset.splits["test"]
+        picks = [int(np.flatnonzero(test.ids[:, 0] == s)[0]) for s in (0, 23)]
+        with torch.no_grad():
+            out = module(torch.from_numpy(np.stack([test.x[i] for i in picks])), torch.tensor([28, 28])).numpy()
+        model = SequenceModel()
+        model.load_context(types.SimpleNamespace(
+            artifacts=write_model_files(module, VARIANTS["lstm"], FORECASTING, hp, dataset, tmp_path / f"m{diff}")))
+        frame = store_sales_frame()
+        rows = {"series": [], "sequence": [], "time": []}
+        for i in picks:
+            name = dataset.extras["series"]["names"][test.ids[i, 0]]
+            part = frame[frame["store"] == name].iloc[test.ids[i, 1] - 28: test.ids[i, 1]]
+            rows["series"].append(name)
+            rows["sequence"].append(part["sales"].tolist())
+            rows["time"].append(part["date"].astype(str).tolist())
+        served = model.predict(None, pd.DataFrame(rows)).to_numpy()
+        info = dataset.extras["series"]
+        for row, i in enumerate(picks):
+            s = test.ids[i, 0]
+            np.testing.assert_allclose(served[row], out[row] * info["std"][s][0] + info["mean"][s][0], rtol=1e-4)
     with pytest.raises(ValueError, match="unknown series"):
         model.predict(None, pd.DataFrame({**rows, "series": ["nowhere", "store-00"]}))
