@@ -433,7 +433,7 @@ def serve(
 
     try:
         deployments.serve(limit, ready)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C is how serve ends; its flow runs were stopped already
         pass
     console.print("rnnbench serve stopped.", highlight=False)
 

@@ -112,7 +112,7 @@ def serve(limit: int, on_ready: Callable[[list], None]) -> None:
     previous = signal.signal(signal.SIGINT, graceful)
     try:
         asyncio.run(runner.start())
-    except TerminationSignal:
+    except TerminationSignal:  # SIGTERM: handled by the runner above, ending serve normally
         pass
     finally:
         signal.signal(signal.SIGINT, previous)
