@@ -429,6 +429,33 @@ def _kind_of(kind: str, source: Path) -> tuple[str, str, str, Any]:
     raise DataError(f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
 
 
+def confine(source: str | Path, root: Path) -> Path:
+    """``source`` as an absolute path (a relative one read against ``root``), refused unless it
+    and everything in it stays under ``root`` once symlinks and ``..`` are resolved: what a
+    flow run started from a deployment may read. Nothing is opened, only listed."""
+    root = Path(root).expanduser().resolve()
+    given = Path(source).expanduser()
+    resolved = (given if given.is_absolute() else root / given).resolve()
+    rule = (f"a run started from a deployment reads only under the import folder {root} "
+            "(RNNBENCH_IMPORT_ROOT, or import_root in rnnbench.toml, on the serving machine): "
+            "copy your data there")
+    if not resolved.is_relative_to(root):
+        raise DataError(f"{source}: outside the import folder; {rule}")
+    seen, folders = set(), [resolved] if resolved.is_dir() else []
+    while folders:  # a folder source: no link inside may lead out either
+        folder = folders.pop()
+        if folder in seen:
+            continue
+        seen.add(folder)
+        for entry in folder.iterdir():
+            target = entry.resolve()
+            if not target.is_relative_to(root):
+                raise DataError(f"{source}: {entry} links outside the import folder; {rule}")
+            if target.is_dir():
+                folders.append(target)
+    return resolved
+
+
 def make_spec(name: str, kind: str, source: Path, options: dict[str, Any] | None = None,
               snapshot: Path | None = None, task: str | None = None) -> DatasetSpec:
     """A DatasetSpec for the user's file or folder; every option checked against the kind."""

@@ -1,4 +1,4 @@
-"""The ``rnnbench`` command: run, sweep, prepare, predict, report, list, ui, serve.
+"""The ``rnnbench`` command: run, sweep, prepare, predict, report, list, ui, serve, config, gc.
 
 Commands only: the plan is checked by ``flows.plan.make_plan`` (a bad name or size gets one
 line, the valid choices and exit code 2, before Prefect, Ray, MLflow or torch is imported);
@@ -66,10 +66,18 @@ def _benchmark_args(plan, preset: str, resume: Optional[str]) -> dict:
     return dict(**({"preset_path": preset} if is_file else {"preset": preset}),
                 datasets=plan.datasets, variants=[v for v in plan.variants if v in BUILTIN],
                 extra_variants=[v for v in plan.variants if v not in BUILTIN] or None,
-                experiment=plan.settings.experiment, tracking_uri=plan.settings.tracking_uri,
+                experiment=plan.settings.experiment, tracking_uri=_shown_uri(plan.settings),
                 ray_address=plan.settings.ray_address, storage=plan.settings.storage,
                 home=str(plan.settings.home), resume=resume,
                 show_progress=True)
+
+
+def _shown_uri(settings) -> Optional[str]:
+    """The tracking URI as a flow parameter, which Prefect records and shows in its UI: none
+    when it holds a password (the flow reads it from MLFLOW_TRACKING_URI, which the CLI set)."""
+    from flows.settings import has_secret
+
+    return None if has_secret(settings.tracking_uri) else settings.tracking_uri
 
 
 def _run_benchmark(flow_fn, settings, **kwargs) -> None:
@@ -136,7 +144,7 @@ def sweep(
     chosen = {"variant": variant} if variant in BUILTIN else {"extra_variant": variant}
     _run_benchmark(sweep_flow, settings, dataset=dataset, **chosen, **which,
                    experiment=settings.experiment,
-                   tracking_uri=settings.tracking_uri, ray_address=settings.ray_address,
+                   tracking_uri=_shown_uri(settings), ray_address=settings.ray_address,
                    storage=settings.storage, home=str(settings.home), resume=resume,
                    show_progress=True)
 
@@ -286,6 +294,7 @@ def report(
     """Leaderboards rebuilt from the MLflow tracking store alone, or two runs compared."""
     from flows import leaderboard, render
     from flows import report as r
+    from flows.settings import redact
 
     settings = runtime.setup(tracking_uri, experiment)
     if compare and run:
@@ -300,7 +309,7 @@ def report(
             if not boards:
                 _fail(f"benchmark run {bench.info.run_id} has no finished or failed sweeps to report")
             render.console.print(f"Benchmark run [bold]{bench.info.run_id}[/] ({bench.info.status}) of "
-                                 f"experiment {settings.experiment}, from {settings.tracking_uri}",
+                                 f"experiment {settings.experiment}, from {redact(settings.tracking_uri)}",
                                  soft_wrap=True)
             render.console.print()
             render.leaderboards(boards, modalities)
@@ -339,35 +348,77 @@ def _wait_http(url: str, timeout: float) -> bool:
     return False
 
 
+def _answers(url: str, timeout: float) -> bool:
+    """Whether a server answers at ``url`` at all (a refusal, e.g. an auth proxy's 401, is an
+    answer)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)  # urllib takes no user:password@ (a 401 is an answer anyway)
+    url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except (OSError, ValueError):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
+
+
 @app.command()
 def ui(
     mlflow_port: int = typer.Option(5000, help="port for the MLflow UI"),
     prefect_port: int = typer.Option(4200, help="port for the Prefect UI"),
+    host: str = typer.Option("127.0.0.1", help="address the local UIs listen on (0.0.0.0: "
+                                               "every interface; mind who can reach it)"),
 ) -> None:
-    """Start the MLflow UI and a Prefect server on 127.0.0.1 over the local state."""
+    """Start the MLflow UI and a Prefect server over the local state; a tracking server or
+    Prefect API that is configured (MLFLOW_TRACKING_URI, PREFECT_API_URL, rnnbench.toml) is
+    shown instead of started."""
     settings = runtime.setup()
     for port in (mlflow_port, prefect_port):
         if not 0 < port < 65536:
             _fail(f"port must be between 1 and 65535, got {port}")
+    from flows.render import console
+    from flows.settings import redact
+
+    remote = {}
+    if settings.tracking_uri.startswith(("http://", "https://")):
+        remote["MLflow"] = settings.tracking_uri.rstrip("/")
+    if settings.prefect_api_url:
+        remote["Prefect"] = (os.environ.get("PREFECT_UI_URL")
+                             or settings.prefect_api_url.rstrip("/").removesuffix("/api"))
+    for name, url in remote.items():
+        ok = _answers(url, 5)
+        console.print(f"{name} UI: {redact(url)}" + ("" if ok else "  [red](not answering)[/]"),
+                      soft_wrap=True)
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PREFECT_HOME": str(settings.prefect_home)}
     env.pop("PREFECT_API_URL", None)
-    procs = [
-        subprocess.Popen([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", settings.tracking_uri,
-                          "--host", "127.0.0.1", "--port", str(mlflow_port)], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1",
-                          "--port", str(prefect_port)], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-    ]
-    from flows.render import console
-
+    commands = {
+        "MLflow": [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", settings.tracking_uri,
+                   "--host", host, "--port", str(mlflow_port)],
+        "Prefect": [str(bin_dir / "prefect"), "server", "start", "--host", host,
+                    "--port", str(prefect_port)],
+    }
+    local = {name: cmd for name, cmd in commands.items() if name not in remote}
+    if not local:
+        return
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for cmd in local.values()]
+    reach = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     try:
-        urls = {"MLflow": f"http://127.0.0.1:{mlflow_port}", "Prefect": f"http://127.0.0.1:{prefect_port}"}
-        for name, url in urls.items():
+        ports = {"MLflow": mlflow_port, "Prefect": prefect_port}
+        for name in local:
+            url = f"http://{reach}:{ports[name]}"
             ok = _wait_http(url, 60)
             console.print(f"{name} UI: {url}" + ("" if ok else "  [red](not answering yet)[/]"))
-        console.print("Ctrl-C stops both.")
+        console.print("Ctrl-C stops " + ("both." if len(procs) > 1 else "it."))
         while all(p.poll() is None for p in procs):
             time.sleep(1)
         _fail("a UI server exited; is the port already in use?")
@@ -382,6 +433,64 @@ def ui(
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@app.command()
+def config(
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
+    ray_address: Optional[str] = typer.Option(None, help="address of a running Ray cluster"),
+    storage: Optional[str] = typer.Option(None, help="Tune's state and checkpoints"),
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment"),
+) -> None:
+    """The effective settings and where each came from: an option, an environment variable,
+    rnnbench.toml ($RNNBENCH_CONFIG or ./rnnbench.toml) or the default. Credentials masked."""
+    from flows.settings import CONFIG_ENV, CONFIG_FILE, ConfigError, describe, load_settings
+
+    try:
+        settings = load_settings(tracking_uri, experiment, ray_address, storage=storage)
+    except ConfigError as exc:
+        _fail(str(exc))
+    rows = [("setting", "value", "from")] + [
+        (name, value, "option" if source == "argument" else source)
+        for name, value, source in describe(settings)]
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    for name, value, source in rows:
+        print(f"{name:<{widths[0]}}  {value:<{widths[1]}}  {source}")
+    print(f"\n{CONFIG_FILE}: " + (str(settings.config_file) if settings.config_file else
+                                  f"none (looked for ${CONFIG_ENV}, then ./{CONFIG_FILE})"))
+
+
+@app.command()
+def gc(
+    older_than: float = typer.Option(..., "--older-than", metavar="DAYS", min=0,
+                                     help="remove the state of runs that ended this many days ago"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="only say what would be removed"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
+    storage: Optional[str] = typer.Option(None, help="Tune's state and checkpoints"),
+) -> None:
+    """Remove the local state (Tune experiments and checkpoints, reports, half-written
+    prepared artifacts) of runs that ended (FINISHED, FAILED, KILLED) more than DAYS ago.
+    MLflow's runs, metrics and models are never touched; a running run keeps everything."""
+    from flows import cleanup
+    from flows.plan import PlanError, check_services
+    from flows.render import console
+
+    settings = runtime.setup(tracking_uri, storage=storage)
+    try:  # a tracking server that does not answer cannot say which runs ended
+        check_services(settings.model_copy(update={"ray_address": None}))
+    except PlanError as exc:
+        _fail(str(exc), runtime.exit_code(exc))
+    removed, kept = cleanup.find(settings, older_than)
+    verb = "would remove" if dry_run else "removing"
+    for item in removed:
+        console.print(f"{verb} {item.what} {item.location} ({cleanup.human(item.size)}; {item.why})",
+                      soft_wrap=True, highlight=False)
+    if not dry_run:
+        cleanup.remove(removed)
+    total = cleanup.human(sum(i.size for i in removed))
+    console.print(f"{'Would free' if dry_run else 'Freed'} {total} in {len(removed)} folder(s); "
+                  f"kept {len(kept)} of running, recent or unknown runs. MLflow's records are untouched.",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -413,6 +522,7 @@ def serve(
         check_services(settings)
     except PlanError as exc:
         _fail(str(exc), runtime.exit_code(exc))
+    settings.imports.mkdir(parents=True, exist_ok=True)  # the only folder a form's path may reach
     # the flow runs are child processes: they read these back through load_settings
     os.environ["RNNBENCH_EXPERIMENT"] = settings.experiment
     if settings.ray_address:
@@ -421,14 +531,17 @@ def serve(
 
     from flows import deployments
     from flows.render import console
+    from flows.settings import redact
 
     def ready(served: list) -> None:
         names = ", ".join(f"{d.flow_name}/{d.name}" for d in served)
         ui_url = PREFECT_UI_URL.value() or api.rstrip("/").removesuffix("/api")
         console.print(f"Serving {names} (at most {limit} run(s) at a time); state in "
-                      f"{settings.home}, MLflow at {settings.tracking_uri}", soft_wrap=True,
+                      f"{settings.home}, MLflow at {redact(settings.tracking_uri)}", soft_wrap=True,
                       highlight=False)
         console.print(f"Prefect UI: {ui_url}/deployments", soft_wrap=True, highlight=False)
+        console.print(f"import_dataset reads from {settings.imports}", soft_wrap=True,
+                      highlight=False)
         console.print("Ctrl-C stops.", highlight=False)
 
     try:

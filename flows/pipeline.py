@@ -140,12 +140,16 @@ def import_dataset(source: str, kind: str, name: str, options: Optional[dict[str
     the benchmark and sweep flows take it by that name like a built-in dataset.
 
     Args:
-        source: your file or folder, on the machine that runs the flow
+        source: your file or folder; from the UI, one under the serving machine's import folder (RNNBENCH_IMPORT_ROOT), where a relative path is read
         kind: timeseries, text, audio or sequences
         name: the name to register it under
         options: format options, as `rnnbench prepare --from` takes them (e.g. {"target": "load"})
         home: the state folder (default: the serving process's RNNBENCH_HOME)
     """
+    if _trigger()[0] in ("deployment", "schedule"):
+        # a path typed into a form must not reach the rest of the server's disk; the folder is
+        # the serving process's, read before the form's home could change it
+        source = str(userdata.confine(source, load_settings().imports))
     settings = _settings(home)
     userdata.make_spec(name, kind, Path(source), options)  # options checked before any work
     result = import_task(name, kind, source, options or {}, str(settings.data_root))

@@ -18,7 +18,9 @@ console = Console(stderr=False, highlight=False)
 
 
 def error(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from flows.settings import redact
+
+    console.print(f"[bold red]error:[/] {redact(message)}", highlight=False, soft_wrap=True)
 
 
 def ui_commands(settings) -> list[str]:
@@ -74,8 +76,10 @@ def results(result: dict[str, Any], settings) -> None:
     console.print(f"Leaderboards (CSV, Markdown): [bold]{result['reports']}[/]", soft_wrap=True)
     console.print(f"MLflow experiment [bold]{settings.experiment}[/], benchmark run "
                   f"[bold]{result['run_id']}[/]")
+    from flows.settings import redact
+
     if settings.tracking_uri.startswith(("http://", "https://")):  # a server: its own UI
-        base = settings.tracking_uri.rstrip("/")
+        base = redact(settings.tracking_uri).rstrip("/")
         console.print(f"MLflow UI: {base}/#/experiments/{result['experiment_id']}/runs/{result['run_id']}",
                       soft_wrap=True)
         return

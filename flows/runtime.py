@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from typer import Exit
 
-from flows.settings import Settings, apply_environment, load_settings
+from flows.settings import ConfigError, Settings, apply_environment, load_settings
 from flows.signals import stop_like_ctrl_c
 
 EXIT_FAILED = 1
@@ -25,7 +25,13 @@ def setup(tracking_uri=None, experiment=None, ray_address=None, storage=None,
     """``trigger``: what the flows this process runs record as ``rnnbench.trigger``; None for
     ``serve``, whose flow runs say it themselves (deployment or schedule)."""
     signal.signal(signal.SIGTERM, stop_like_ctrl_c)
-    settings = load_settings(tracking_uri, experiment, ray_address, storage=storage)
+    try:
+        settings = load_settings(tracking_uri, experiment, ray_address, storage=storage)
+    except ConfigError as exc:  # before anything starts
+        from flows.render import error
+
+        error(str(exc))
+        raise Exit(EXIT_BAD_INPUT) from None
     apply_environment(settings)
     if trigger:
         os.environ["RNNBENCH_TRIGGER"] = trigger
@@ -41,7 +47,7 @@ def bad_input_types() -> tuple[type, ...]:
     from datamodules.errors import DataError
     from flows.plan import PlanError
 
-    return DataError, PlanError
+    return DataError, PlanError, ConfigError
 
 
 class _ConsoleNoise(logging.Filter):

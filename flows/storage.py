@@ -40,3 +40,24 @@ def read_bytes(location: str) -> bytes:
     fs, path = resolve(location)
     with fs.open_input_stream(path) as stream:
         return stream.read()
+
+
+def folders(location: str) -> list[str]:
+    """The names of the folders directly in ``location`` (none when it is not there)."""
+    fs, path = resolve(location)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+        return []
+    return sorted(info.base_name for info in fs.get_file_info(pyarrow.fs.FileSelector(path))
+                  if info.type == pyarrow.fs.FileType.Directory)
+
+
+def size(location: str) -> int:
+    """Bytes in the files below ``location``."""
+    fs, path = resolve(location)
+    info = fs.get_file_info(path)
+    if info.type == pyarrow.fs.FileType.File:
+        return info.size or 0
+    if info.type != pyarrow.fs.FileType.Directory:
+        return 0
+    return sum(i.size or 0 for i in fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=True))
+               if i.type == pyarrow.fs.FileType.File)

@@ -49,7 +49,9 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path | None) 
 
 
 def _flat_params(params: dict[str, Any]) -> list[Param]:
-    return [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+    from flows.settings import redact  # a URI's password or a credential never becomes a param
+
+    return [Param(k, redact(str(v))[:6000]) for k, v in sorted(params.items())]
 
 
 def create_run(tracking_uri: str, experiment_id: str, name: str, tags: dict[str, str],
@@ -147,7 +149,9 @@ def backfill_metrics(tracking_uri: str, run_id: str, rows: list[dict[str, float]
 
 
 def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
-    client(tracking_uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    from flows.settings import redact  # error messages land here and may quote a URI
+
+    client(tracking_uri).log_batch(run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()])
 
 
 def finish(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
