@@ -489,7 +489,8 @@ def gc(
         cleanup.remove(removed)
     total = cleanup.human(sum(i.size for i in removed))
     console.print(f"{'Would free' if dry_run else 'Freed'} {total} in {len(removed)} folder(s); "
-                  f"kept {len(kept)} folder(s) of running, recent or unknown runs. MLflow's records are untouched.",
+                  f"kept {len(kept)} folder(s) of running, recent or unknown runs. MLflow's "
+                  "records are untouched.",
                   highlight=False, soft_wrap=True)
 
 

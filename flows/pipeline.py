@@ -140,7 +140,7 @@ def import_dataset(source: str, kind: str, name: str, options: Optional[dict[str
     the benchmark and sweep flows take it by that name like a built-in dataset.
 
     Args:
-        source: your file or folder; from the UI, one under the serving machine's import folder (RNNBENCH_IMPORT_ROOT), where a relative path is read
+        source: your file or folder; from the UI, a path in the serving machine's import folder
         kind: timeseries, text, audio or sequences
         name: the name to register it under
         options: format options, as `rnnbench prepare --from` takes them (e.g. {"target": "load"})
