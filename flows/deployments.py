@@ -42,8 +42,10 @@ OFFERS = (
     Offer("prepare_dataset", "Prepare built-in or registered datasets into the state folder "
                              "(reused when unchanged).", ["data"]),
     Offer("import_dataset", "Register your own data (timeseries, text, audio or sequences) "
-                            "from a file or folder on the serving machine under a name the "
-                            "benchmark and sweep flows then accept.", ["data"]),
+                            "from a file or folder in the serving machine's import folder "
+                            "(RNNBENCH_IMPORT_ROOT, default $RNNBENCH_HOME/import; nothing "
+                            "outside it is read) under a name the benchmark and sweep flows "
+                            "then accept.", ["data"]),
 )
 
 
