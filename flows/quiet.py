@@ -107,3 +107,7 @@ def worker_setup() -> None:
     KeyboardInterrupt as a graceful stop), and that trial would never be resumed."""
     silence()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from flows.settings import CREDENTIALS, hide_in_logs  # credentials forwarded to the worker
+
+    hide_in_logs([os.environ[env] for env, secret in CREDENTIALS.values()
+                  if secret and os.environ.get(env)])
