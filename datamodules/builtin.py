@@ -260,14 +260,14 @@ DATASETS: dict[str, DatasetSpec] = {
             description="adding problem (Bai et al. 2018): sum the two marked values of T steps",
             folder="", files=(),
             build=_build_adding,
-            defaults=dict(_GENERATED_DEFAULTS),
+            defaults=dict(_GENERATED_DEFAULTS), input_gradients=True,
         ),
         DatasetSpec(
             name="copy-memory", modality="synthetic", task="sequence",
             description="copy memory (Bai et al. 2018): recall 10 digits after T blank steps",
             folder="", files=(),
             build=_build_copy_memory,
-            defaults=dict(_GENERATED_DEFAULTS),
+            defaults=dict(_GENERATED_DEFAULTS), input_gradients=True,
         ),
         DatasetSpec(
             name="spoken-digits", modality="synthetic speech", task="classification",

@@ -29,6 +29,9 @@ class DatasetSpec:
     source: Path | None = None  # a user's dataset: the file or folder it was registered from
     snapshot: Path | None = None  # ... and the artifact registered for its default parameters
     kind: str = "built-in"  # or the --kind a user's dataset was registered with
+    # a long-memory task: each variant's best model records how much every input step still
+    # moves its loss, plotted per dataset after a benchmark (flows.gradients)
+    input_gradients: bool = False
 
     def params(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         overrides = dict(overrides or {})

@@ -26,7 +26,7 @@ from prefect.exceptions import TerminationSignal
 
 from datamodules import catalog, userdata
 from datamodules.errors import DataError
-from flows import leaderboard, progress, registry, tracking
+from flows import gradients, leaderboard, progress, registry, tracking
 from flows.plan import Budget, Plan, PlanError, PresetName, VariantName, make_plan
 from flows.quiet import quiet_interrupts, silence
 from flows.settings import Settings, apply_environment, load_settings
@@ -279,12 +279,13 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
                             space=sized_space(plan, dataset, variant, artifact_dir, target),
                             settings=settings, experiment_id=experiment_id, parent_run_id=run_id,
                             tags={"preset": plan.preset.name}, packages=plan.packages(),
-                            size_target=target))
+                            size_target=target, input_gradients=_wants_gradients(plan, dataset)))
             _sweep_all(plan, requests, summaries, failures)
         boards = leaderboard.build(uri, experiment_id, run_id)
         out_dir = settings.reports_root / run_id
         paths = leaderboard.write(boards, out_dir, plan.modalities)
         tracking.log_files(uri, run_id, paths, "leaderboard")
+        gradients.publish(uri, run_id, boards, [d for d in plan.datasets if _wants_gradients(plan, d)], out_dir)
         registered = registry.register(uri, run_id, boards)
         for dataset, board in boards.items():
             table = board.drop(columns=["run_id"]).astype(object).where(board.notna(), None)
@@ -309,6 +310,10 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
         tracking.close_descendants(uri, experiment_id, run_id, status)
         tracking.finish(uri, run_id, status)
         stop_ray()
+
+
+def _wants_gradients(plan: Plan, dataset: str) -> bool:
+    return catalog.get_dataset(dataset, plan.settings.data_root).input_gradients
 
 
 def sized_space(plan: Plan, dataset: str, variant: str, artifact_dir: Path, target: Optional[int]) -> dict[str, Any]:

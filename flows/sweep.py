@@ -82,6 +82,7 @@ class SweepRequest:
     tags: dict[str, str] = field(default_factory=dict)
     packages: tuple[str, ...] = ()  # a user's variant and task packages, shipped to a cluster
     size_target: int | None = None  # size matching: the parameter count ``space``'s width was solved for
+    input_gradients: bool = False  # the dataset's spec asks for them (flows.gradients)
 
     @property
     def key(self) -> str:
@@ -385,7 +386,7 @@ def _fit(tuner: tune.Tuner):
 
 def run_sweep(req: SweepRequest) -> dict[str, Any]:
     """Tune ``req.variant`` on ``req.dataset``; returns the sweep's summary (also in MLflow)."""
-    from flows import serving
+    from flows import gradients, serving
 
     uri = req.settings.tracking_uri
     dataset = PreparedData.load(req.artifact_dir)
@@ -452,6 +453,8 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
 
             table = series_report(module, dataset, "test", int(hparams["batch_size"]))[0]
             tracking.log_text(uri, sweep_run_id, table.to_csv(index=False), "series_metrics.csv")
+        if req.input_gradients:  # how far back the loss still reaches (a warning if it cannot)
+            gradients.record(uri, sweep_run_id, module, dataset)
         if req.task.causal:  # one-to-many: text generated from a prompt by a language model
             sample = serving.sample_text(module, dataset.extras["vocab"], seed=req.budget.seed)
             tracking.log_text(uri, sweep_run_id, sample, "sample.txt")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -276,3 +277,12 @@ def dataset_input(tracking_uri: str, run_id: str, manifest: dict) -> None:
         if "UNIQUE" not in str(exc) and "IntegrityError" not in str(exc) and "already exists" not in str(exc):
             raise
         client(tracking_uri).log_inputs(run_id, datasets=inputs)
+
+
+def log_history(tracking_uri: str, run_id: str, key: str, values: Iterable[float]) -> None:
+    """``values`` as one metric's history, the i-th at step i (NaN and infinite ones left out)."""
+    now = int(time.time() * 1000)
+    points = [Metric(key, float(v), now, i) for i, v in enumerate(values) if math.isfinite(v)]
+    c = client(tracking_uri)
+    for start in range(0, len(points), 1000):
+        c.log_batch(run_id, metrics=points[start:start + 1000])

@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from typing_extensions import override
 
+from modules.encoders import InputEmbedding
 from modules.network import count_parameters
 from modules.tasks import Task
 
@@ -37,6 +38,46 @@ class SequenceModule(pl.LightningModule):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, lengths, y)
+
+    def input_gradient_norms(self, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """How much each input step still moves the loss: (T,), at step t the mean over the
+        batch's sequences that reach t of ||dL/de_t||, e_t the embedded step (the output of the
+        network's first ``InputEmbedding``: a token's embedding, a projected frame, or the raw
+        frame where nothing projects it, as for the RNNs and the convolutional front ends).
+        L is the task's loss on the batch times the batch size, so each sequence's gradient is
+        that of its own loss (every task's loss is a mean over the batch). Computed in eval
+        mode (no dropout); the module's mode and parameters' gradients are left as they were."""
+        x, lengths, y = x.to(self.device), lengths.to(self.device), y.to(self.device)
+        embed = next((m for m in self.net.modules() if isinstance(m, InputEmbedding)), None)
+        captured: list[torch.Tensor] = []
+
+        def capture(module, inputs, output):
+            leaf = output.detach().requires_grad_()  # the gradient is wanted here, not beyond
+            captured.append(leaf)
+            return leaf
+
+        if embed is None:  # a custom network without one: its raw input, when that is numeric
+            if not x.is_floating_point():
+                raise ValueError("input gradients need float inputs or an InputEmbedding in the network")
+            x = x.detach().requires_grad_()
+            captured.append(x)
+        handle = embed.register_forward_hook(capture) if embed is not None else None
+        training = self.training
+        self.eval()
+        try:
+            # cuDNN's RNN backward runs in training mode only; the native kernels run in either
+            with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
+                loss = self.task.loss(self(x, lengths), y) * x.size(0)
+                (grad,) = torch.autograd.grad(loss, captured[0])
+        finally:
+            if handle is not None:
+                handle.remove()
+            self.train(training)
+        norms = grad.detach().flatten(2).norm(dim=-1) if grad.dim() > 2 else grad.detach().abs()
+        valid = (torch.arange(norms.size(1), device=norms.device)[None, :]
+                 < lengths.to(norms.device)[:, None])
+        counts = valid.sum(dim=0)
+        return ((norms * valid).sum(dim=0) / counts.clamp(min=1)).masked_fill(counts == 0, float("nan")).cpu()
 
     @override
     def on_train_start(self) -> None:

@@ -70,6 +70,7 @@ def test_leaderboard_ranks_variants_on_validation_above_the_baseline(finished):
     assert (board["params"].iloc[:2] > 0).all()
     logged = {a.path for a in client.list_artifacts(result["run_id"], "leaderboard")}
     assert {"leaderboard/leaderboard.md", "leaderboard/leaderboard_japanese-vowels.csv"} <= logged
+    assert not any("input_gradients" in p for p in logged), "only long-memory datasets ask for it"
 
 
 def test_logged_model_loads_back_and_scores_what_mlflow_recorded(finished, prepared, tracking_uri):
