@@ -111,7 +111,11 @@ def load_block(name: str):
     if name.count("/") != 1:
         raise ValueError(f"{NOTIFY_BLOCK}={name!r}: give '<block type slug>/<block name>', "
                          "e.g. custom-webhook/team")
-    block = Block.load(name)
+    try:
+        block = Block.load(name)
+    except ValueError as exc:  # Prefect's "Unable to find block document named ..."
+        raise ValueError(f"{NOTIFY_BLOCK}={name!r}: {exc}; create it in the Prefect UI "
+                         "(Blocks) or name an existing one") from None
     if not isinstance(block, NotificationBlock):
         raise ValueError(f"{NOTIFY_BLOCK}={name!r} is a {type(block).__name__}, not a "
                          "notification block (e.g. custom-webhook, slack-webhook)")

@@ -110,6 +110,7 @@ def prefect_api(tmp_path_factory):
 @contextmanager
 def prefect_server(host: str, root: Path):
     """A Prefect server on SQLite under ``root``, on ``host`` and a free port: its API URL."""
+    root.mkdir(parents=True, exist_ok=True)
     env = _clean_env()
     env.update(PREFECT_HOME=str(root / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{root / 'prefect.db'}")
