@@ -12,11 +12,18 @@ from flows import alerts, report
 from tests.test_predict_report import _benchmark
 
 
+@pytest.fixture(scope="module")
+def tracking_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("alerts")
+    return f"sqlite:///{path / 'mlflow.db'}", path
+
+
 @pytest.fixture
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def store(tracking_store, request):
+    """One MLflow database for the module (creating one takes seconds), an experiment per test."""
+    uri, path = tracking_store
     client = MlflowClient(uri)
-    return uri, client, client.create_experiment("toy", (tmp_path / "artifacts").as_uri())
+    return uri, client, client.create_experiment(request.node.name, (path / request.node.name).as_uri())
 
 
 def test_a_drop_whose_interval_excludes_zero_is_a_clear_regression_and_noise_is_not(store):

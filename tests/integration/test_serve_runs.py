@@ -74,6 +74,21 @@ def served(tmp_path_factory, receiver):
             yield serving
 
 
+def test_serve_refuses_a_notification_block_that_does_not_exist_in_one_line(served, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.integration.test_serve import REPO, _clean_env
+
+    env = {**_clean_env(), "PREFECT_API_URL": served.api, "RNNBENCH_HOME": str(tmp_path),
+           "RNNBENCH_NOTIFY_BLOCK": "custom-webhook/nobody", "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "serve"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "RNNBENCH_NOTIFY_BLOCK='custom-webhook/nobody'" in proc.stdout.replace("\n", " ")
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
 def _mlflow(served):
     from mlflow.tracking import MlflowClient
 
