@@ -69,7 +69,8 @@ def served(tmp_path_factory, receiver):
                 name="rnnbench", url=receiver.url,
                 json_data={"subject": "{{subject}}", "body": "{{body}}"}).save(BLOCK)
         with _serving(api, root / "state", root / "serve.log",
-                      {"RNNBENCH_NOTIFY_BLOCK": f"custom-webhook/{BLOCK}"}) as serving:
+                      {"RNNBENCH_NOTIFY_BLOCK": f"custom-webhook/{BLOCK}",
+                       "PREFECT_RUNNER_POLL_FREQUENCY": "2"}) as serving:  # queued runs start sooner
             serving.api, serving.home = api, root / "state"
             yield serving
 
@@ -184,6 +185,7 @@ def test_cancelling_a_flow_run_in_the_ui_kills_its_runs_and_processes(served, re
         assert time.monotonic() < deadline, f"processes left after the cancel: {left}"
         time.sleep(0.5)
     took = time.monotonic() - started
+    print(f"cancel -> Cancelled, processes gone: {took:.1f}s")
     assert served.proc.poll() is None, "serve itself keeps serving"
 
     (killed,) = bench

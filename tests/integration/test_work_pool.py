@@ -26,7 +26,8 @@ def test_a_process_worker_runs_the_deployments_from_a_work_pool(tmp_path):
 
     prefect = str(Path(sys.executable).parent / "prefect")
     with prefect_server(HOST, tmp_path / "prefect") as api:
-        env = {**_clean_env(), "PREFECT_API_URL": api, "RNNBENCH_HOME": str(tmp_path / "state")}
+        env = {**_clean_env(), "PREFECT_API_URL": api, "RNNBENCH_HOME": str(tmp_path / "state"),
+               "PREFECT_WORKER_QUERY_SECONDS": "2"}  # the worker picks the run up sooner
         subprocess.run([prefect, "work-pool", "create", POOL, "--type", "process"], env=env,
                        check=True, capture_output=True, timeout=120)
         deployed = subprocess.run([sys.executable, "-m", "flows.cli", "deploy", "--pool", POOL],
