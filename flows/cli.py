@@ -524,6 +524,13 @@ def serve(
     except PlanError as exc:
         _fail(str(exc), runtime.exit_code(exc))
     settings.imports.mkdir(parents=True, exist_ok=True)  # the only folder a form's path may reach
+    from flows import alerts
+
+    if os.environ.get(alerts.NOTIFY_BLOCK):  # a misnamed block, now rather than at a failure
+        try:
+            alerts.load_block(os.environ[alerts.NOTIFY_BLOCK])
+        except ValueError as exc:
+            _fail(str(exc))
     # the flow runs are child processes: they read these back through load_settings
     os.environ["RNNBENCH_EXPERIMENT"] = settings.experiment
     if settings.ray_address:
@@ -550,6 +557,34 @@ def serve(
     except KeyboardInterrupt:  # Ctrl-C is how serve ends; its flow runs were stopped already
         pass
     console.print("rnnbench serve stopped.", highlight=False)
+
+
+@app.command()
+def deploy(
+    pool: str = typer.Option(..., help="the Prefect work pool (create a process pool with "
+                                       "`prefect work-pool create NAME --type process`)"),
+) -> None:
+    """Register the benchmark, sweep, prepare_dataset and import_dataset deployments with a
+    work pool of the Prefect server at PREFECT_API_URL; its workers run them
+    (`prefect worker start --pool NAME`, started where rnnbench is installed, with the
+    environment its runs should use: RNNBENCH_HOME, MLFLOW_TRACKING_URI, RAY_ADDRESS, ...)."""
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        _fail("rnnbench deploy needs a Prefect server: set PREFECT_API_URL (e.g. "
+              "http://127.0.0.1:4200/api)", EXIT_UNAVAILABLE)
+    if not _wait_http(f"{api.rstrip('/')}/health", 5):
+        _fail(f"no Prefect API answers at {api} (PREFECT_API_URL); start it with `prefect "
+              f"server start` or `rnnbench ui`", EXIT_UNAVAILABLE)
+    from flows import deployments
+    from flows.render import console
+
+    try:
+        done = deployments.deploy(pool)
+    except ValueError as exc:  # Prefect's words for a missing pool
+        _fail(f"{exc} (`prefect work-pool create {pool} --type process`)")
+    console.print(f"Deployed {', '.join(f'{d.flow_name}/{d.name}' for d in done)} to work pool "
+                  f"{pool!r}; start a worker: prefect worker start --pool {pool}",
+                  soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":

@@ -118,3 +118,18 @@ def serve(limit: int, on_ready: Callable[[list], None]) -> None:
         pass
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def deploy(pool: str) -> list:
+    """Register the same deployments with the work pool ``pool``, for its workers to run (the
+    team's path: a Prefect server and ``prefect worker start --pool``) instead of ``serve``.
+    The pool must exist; what the UI owns is kept as ``serve`` keeps it."""
+    from prefect.deployments.runner import adeploy
+
+    async def go() -> list:
+        deployments = await build()
+        await adeploy(*deployments, work_pool_name=pool, build=False, push=False,
+                      print_next_steps_message=False, ignore_warnings=True)
+        return deployments
+
+    return asyncio.run(go())

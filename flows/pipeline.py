@@ -26,7 +26,7 @@ from prefect.exceptions import TerminationSignal
 
 from datamodules import catalog, userdata
 from datamodules.errors import DataError
-from flows import gradients, leaderboard, progress, registry, tracking
+from flows import alerts, gradients, leaderboard, progress, registry, tracking
 from flows.plan import Budget, Plan, PlanError, PresetName, VariantName, make_plan
 from flows.quiet import quiet_interrupts, silence
 from flows.settings import Settings, apply_environment, load_settings
@@ -234,6 +234,10 @@ def _open_benchmark_run(plan: Plan, experiment_id: str, role: str, resume: Optio
             TRIGGER: trigger, "datasets": ",".join(plan.datasets), "variants": ",".join(plan.variants)}
     if flow_run_id:
         tags[FLOW_RUN] = str(flow_run_id)
+    if trigger in ("deployment", "schedule"):
+        from prefect.runtime import deployment
+
+        tags[alerts.DEPLOYMENT] = str(deployment.id)
     params = {"preset": p.name, "datasets": ",".join(plan.datasets), "variants": ",".join(plan.variants),
               **{f"budget.{k}": v for k, v in p.budget.model_dump().items()},
               **tracking.provenance(p.budget.seed, p.budget.deterministic)}
@@ -294,6 +298,7 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
                                               + " ".join(board.attrs.get("headlines", [])))
         create_markdown_artifact((out_dir / "leaderboard.md").read_text(), key="leaderboard",
                                  description=f"MLflow experiment {settings.experiment}, run {run_id}")
+        _compare_with_previous(uri, experiment_id, run_id)
         result = {"run_id": run_id, "experiment_id": experiment_id, "opened": opened,
                   "resumed": opened.startswith("resuming"), "boards": boards, "reports": str(out_dir),
                   "sweeps": summaries, "failures": failures, "modalities": plan.modalities,
@@ -305,11 +310,48 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
         return result
     except (KeyboardInterrupt, TerminationSignal):
         status = "KILLED"
-        raise
+        if not _cancelling():
+            raise
     finally:
         tracking.close_descendants(uri, experiment_id, run_id, status)
         tracking.finish(uri, run_id, status)
         stop_ray()
+    from prefect.states import Cancelled
+
+    return Cancelled(message=f"Cancelled; MLflow run {run_id} and its sweeps and trials KILLED, "
+                             "Ray stopped.")
+
+
+def _cancelling() -> bool:
+    """Whether this flow run was stopped because it was cancelled (the UI's Cancel button sets
+    it Cancelling, then the runner sends SIGTERM). The flow then returns a Cancelled state:
+    raising, it would end Crashed, as Prefect reads the stop as a cancel only when its own
+    SIGTERM handler raised, and during a sweep that handler is rnnbench's (Tune saves its
+    state and stops its trials)."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return False
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run.id).state
+    except Exception:
+        return False
+    return state is not None and state.is_cancelling()
+
+
+def _compare_with_previous(uri: str, experiment_id: str, run_id: str) -> None:
+    """A deployment's run: its comparison artifact and regression notice (``flows.alerts``),
+    which never fail a benchmark that trained."""
+    deployment_id = tracking.client(uri).get_run(run_id).data.tags.get(alerts.DEPLOYMENT)
+    if not deployment_id:
+        return
+    try:
+        alerts.compare_with_previous(uri, experiment_id, run_id, deployment_id)
+    except Exception as exc:
+        alerts.log.warning("comparison with the previous run not published: %s: %s",
+                           type(exc).__name__, exc)
 
 
 def _wants_gradients(plan: Plan, dataset: str) -> bool:
@@ -435,7 +477,7 @@ def _with_budget(plan: Plan, **overrides: Optional[int]) -> Plan:
 
 # The flows' docstrings list their arguments Google-style: Prefect shows each line beside its
 # field in the UI's form.
-@flow(name="benchmark")
+@flow(name="benchmark", on_failure=[alerts.on_failure])
 def benchmark(preset: PresetName = PresetName.quick, preset_path: Optional[str] = None,
               datasets: Optional[list[str]] = None, variants: Optional[list[VariantName]] = None,
               extra_variants: Optional[list[str]] = None, num_samples: Optional[PositiveInt] = None,

@@ -197,3 +197,16 @@ def test_serve_without_a_prefect_server_says_so_in_one_line_and_exits_69(tmp_pat
     assert proc.returncode == 69, proc.stdout + proc.stderr
     assert f"no Prefect API answers at http://127.0.0.1:{port}/api" in proc.stdout.replace("\n", " ")
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_deploy_without_a_prefect_server_says_so_in_one_line_and_exits_69(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _cli("deploy", "--pool", "team", home=tmp_path,
+                env_extra={"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"})
+    assert proc.returncode == 69, proc.stdout + proc.stderr
+    assert f"no Prefect API answers at http://127.0.0.1:{port}/api" in proc.stdout.replace("\n", " ")
+    assert "Traceback" not in proc.stdout + proc.stderr

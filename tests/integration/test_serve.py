@@ -103,19 +103,26 @@ def _stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: floa
 
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prefect-server")
+    with prefect_server(HOST, tmp_path_factory.mktemp("prefect-server")) as api:
+        yield api
+
+
+@contextmanager
+def prefect_server(host: str, root: Path):
+    """A Prefect server on SQLite under ``root``, on ``host`` and a free port: its API URL."""
+    root.mkdir(parents=True, exist_ok=True)
     env = _clean_env()
     env.update(PREFECT_HOME=str(root / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{root / 'prefect.db'}")
-    port = _free_port(HOST)
+    port = _free_port(host)
     log = root / "server.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start",
-                                 "--host", HOST, "--port", str(port)], stdout=fh,
+                                 "--host", host, "--port", str(port)], stdout=fh,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        _wait_http(f"http://{HOST}:{port}/api/health", proc, log)
-        yield f"http://{HOST}:{port}/api"
+        _wait_http(f"http://{host}:{port}/api/health", proc, log)
+        yield f"http://{host}:{port}/api"
     finally:
         _stop_group(proc)
 
@@ -123,9 +130,9 @@ def prefect_api(tmp_path_factory):
 class Served:
     """One ``rnnbench serve`` process, its log, and every process it started."""
 
-    def __init__(self, api: str, home: Path, log: Path):
-        env = _clean_env()
-        env.update(PREFECT_API_URL=api, RNNBENCH_HOME=str(home))
+    def __init__(self, api: str, home: Path, log: Path, env: dict[str, str] | None = None):
+        extra, env = env or {}, _clean_env()
+        env.update(PREFECT_API_URL=api, RNNBENCH_HOME=str(home), **extra)
         self.log = log
         with open(log, "w") as fh:
             self.proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve"], cwd=REPO,
@@ -165,8 +172,8 @@ class Served:
 
 
 @contextmanager
-def _serving(api: str, home: Path, log: Path):
-    served = Served(api, home, log)
+def _serving(api: str, home: Path, log: Path, env: dict[str, str] | None = None):
+    served = Served(api, home, log, env)
     try:
         served.wait_ready()
         yield served
