@@ -335,14 +335,16 @@ def _is_probability(p: Any) -> bool:
 
 # the keys an encoder-decoder hands its decoder (hidden_size, num_layers and dropout go to both)
 DECODER_ARGS = ("cell", "attention", "scheduled_sampling")
+DEFAULT_CELL = "gru"  # Cho et al.'s and Bahdanau et al.'s encoder-decoders were gated this way
+DEFAULT_ATTENTION = "bahdanau"  # where an entry lets attention be chosen
 _CELL = Constraint(("cell",), _is_cell, f"cell must be one of {', '.join(DECODER_CELLS)}",
-                   defaults={"cell": "gru"})
+                   defaults={"cell": DEFAULT_CELL})
 _SAMPLING = Constraint(("scheduled_sampling",), _is_probability,
                        "scheduled_sampling must be a probability between 0 and 1",
                        defaults={"scheduled_sampling": 0.0})
 _ATTENTION = Constraint(("attention",), _is_attention,
                         f"attention must be one of {', '.join(ATTENTIONS[1:])}",
-                        defaults={"attention": "bahdanau"})
+                        defaults={"attention": DEFAULT_ATTENTION})
 
 
 @dataclass(frozen=True)
@@ -364,7 +366,9 @@ class EncoderDecoder(Variant):
     def build(self, task: "Task", data: Mapping[str, Any], hparams: Mapping[str, Any]) -> "nn.Module":
         self.check_build(task, hparams)
         chosen = {**{k: hparams[k] for k in self.extras or () if k in hparams}, **self.kwargs}
-        chosen.setdefault("cell", _CELL.defaults["cell"])
+        # defaults from what the logged spec keeps (extras), so a served model is rebuilt alike
+        chosen.setdefault("cell", DEFAULT_CELL)
+        chosen.setdefault("attention", DEFAULT_ATTENTION if "attention" in (self.extras or ()) else "none")
         sizes = {k: hparams[k] for k in ENCODER_ARGS if k in hparams}
         encoder = self.factory()(input_dim=data.get("input_dim", 0), vocab_size=data.get("vocab_size", 0),
                                  cell=chosen["cell"], **sizes)

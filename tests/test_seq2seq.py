@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -175,6 +176,36 @@ def test_decoders_are_refused_where_the_target_is_not_a_sequence_and_bad_setting
         assert message in str(refused.value) and "\n" not in str(refused.value)
     with pytest.raises(VariantError, match="scheduled_sampling must be a probability between 0 and 1"):
         network("seq2seq", "none", scheduled_sampling=1.5)
+
+
+def test_attention_defaults_to_bahdanau_and_a_logged_decoder_is_rebuilt_as_trained(tmp_path):
+    import pandas as pd
+
+    from datamodules.scaling import apply, invert
+    from flows.pyfunc_model import SequenceModel
+    from flows.serving import write_model_files
+    from flows.training import build_module
+    from modules.seq2seq import AdditiveAttention
+    from tests.test_forecast_norm import prepared_series, trending_series
+
+    values = trending_series(240)
+    dataset = prepared_series(values, window=24, horizon=6, season=12)
+    hparams = FORECASTING.resolved({**HP, "lr": 0.01, "batch_size": 32, "diff": 1})  # no attention, no cell
+    torch.manual_seed(0)
+    module = build_module(VARIANTS["seq2seq-attn"], FORECASTING, hparams, dataset.data)
+    decoder = inner(module.net).head.decoder
+    assert isinstance(decoder.attend, AdditiveAttention) and decoder.cell == "gru"
+    artifacts = write_model_files(module, VARIANTS["seq2seq-attn"], FORECASTING, hparams, dataset, tmp_path)
+    model = SequenceModel()
+    model.load_context(types.SimpleNamespace(artifacts=artifacts))  # strict state_dict: the same network
+    raw = [values[-48:-24], values[-30:-12]]  # a full window and a shorter one
+    served = model.predict(None, pd.DataFrame({"sequence": [w[:, None].tolist() for w in raw]}))
+    scaler = dataset.extras["scaler"]
+    x = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(apply(w[:, None], scaler)) for w in raw], batch_first=True)
+    with torch.no_grad():
+        mine = invert(module.net.eval()(x, torch.tensor([24, 18])).numpy(), scaler)
+    assert list(served.columns) == [f"t+{h}" for h in range(1, 7)]
+    np.testing.assert_allclose(served.to_numpy(dtype=np.float64), mine, rtol=1e-5, atol=1e-4)
 
 
 # ---- through a sweep to a leaderboard row and a logged model in a fresh process
