@@ -120,8 +120,18 @@ class Decoder(nn.Module):
         ``memory``: the encoder's per-step outputs (B, T, D), valid up to ``memory_lengths``;
         ``summary``: its pooled summary (B, S); ``inputs``: (B, steps, k) known for each step, or
         None; ``end``: free running stops once every sequence's ``feedback`` is this (a token
-        decoder's end token), so steps' may be fewer than ``steps``."""
+        decoder's end token), so steps' may be fewer than ``steps``. ``embed`` must map a
+        (B, ...) ``previous`` and a (B, S, ...) run of them alike (a teacher-forced decoder
+        without attention reads all its steps in one call)."""
         state = self.initial_state(summary)
+        if teacher is not None and self.attention == "none" and not (self.training and self.sampling > 0.0):
+            # every step's input is known: one fused call over the steps gives what the loop gives
+            previous = torch.cat([first[:, None], teacher[:, :steps - 1].to(first.dtype)], dim=1)
+            step_in = embed(previous)
+            if inputs is not None:
+                step_in = torch.cat([step_in, inputs[:, :steps].to(step_in.dtype)], dim=-1)
+            h, _ = self.rnn(step_in, state)
+            return self.out(self.dropout(h)), None
         mask = valid_steps(memory_lengths, memory.size(1), memory.device)
         keys = self.attend.keys(memory) if self.attend is not None else None
         feed = memory.new_zeros(memory.size(0), self.hidden_size) if self.attention == "luong" else None

@@ -66,6 +66,7 @@ def test_a_decoder_forecasts_the_horizon_and_padding_changes_no_forecast(variant
 def test_teacher_forcing_reads_the_truth_and_free_running_reads_its_own_forecasts(variant, attention):
     # revin and first differences around it: the truth must reach the decoder in the units its
     # own forecasts come out in, or feeding it back its free-running forecast would change them
+    # (without attention the teacher-forced steps run in one fused call, checked against the loop)
     net = network(variant, attention, "lstm", norm="revin", diff=1).eval()
     x, lengths, y = windows()
     with torch.no_grad():
