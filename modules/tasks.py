@@ -49,6 +49,7 @@ class Task:
     reported: tuple[str, ...]  # the metrics tables show, ``monitor`` first
     per_step: bool = False  # the head reads every step (many-to-many), not the pooled summary
     causal: bool = False  # targets are the inputs shifted by one: only causal variants may train
+    decodes: bool = False  # the target is a sequence a decoder can produce step by step (decoder_head)
     # Hyperparameters the task (not the variant) reads; every variant accepts them on this task.
     hyperparameters: ClassVar[Mapping[str, Option]] = MappingProxyType({})
 
@@ -67,6 +68,12 @@ class Task:
         return LinearHead(in_dim, self.output_size(data), dropout)
 
     def output_size(self, data: Mapping[str, Any]) -> int:
+        raise NotImplementedError
+
+    def decoder_head(self, in_dim: int, data: Mapping[str, Any], decoder: Mapping[str, Any]) -> "nn.Module":
+        """The head an encoder-decoder variant puts after its encoder (on a task that
+        ``decodes``): what each decoder step reads and emits is the task's; ``decoder`` (cell,
+        attention, sizes) shapes the recurrence (``modules.seq2seq.Decoder``)."""
         raise NotImplementedError
 
     def option(self, hparams: Mapping[str, Any], name: str) -> str:
@@ -291,6 +298,13 @@ class Forecasting(Task):
         # the second half of the calendar channels holds each step's calendar a horizon ahead
         return FutureCovariateHead(in_dim, int(data["horizon"]), calendar // 2, dropout)
 
+    def decoder_head(self, in_dim, data, decoder):
+        from modules.seq2seq import ForecastDecoder
+
+        # each step reads the same future calendar the direct head reads (FutureCovariateHead)
+        return ForecastDecoder(in_dim, int(data["horizon"]), target=int(data.get("target_channel", 0)),
+                               future=int(data.get("calendar_channels", 0)) // 2, **decoder)
+
     def output_size(self, data):
         return int(data["horizon"])
 
@@ -401,7 +415,7 @@ class PerStep(Task):
 TASKS: dict[str, Task] = {t.name: t for t in (
     Classification("classification", monitor="acc", mode="max", reported=("acc", "f1")),
     Forecasting("forecasting", monitor="mae", mode="min",
-                reported=("mae", "rmse", "mase", "rel_mae", "smape")),
+                reported=("mae", "rmse", "mase", "rel_mae", "smape"), decodes=True),
     Regression("regression", monitor="mse", mode="min", reported=("mse", "mae")),
     PerStep("language-model", monitor="bpc", mode="min", reported=("bpc", "acc"), per_step=True,
             causal=True, baseline_kind="unigram"),

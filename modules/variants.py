@@ -55,6 +55,8 @@ def _divides(hidden_size: int, nhead: int) -> bool:
 # The values some encoders' own hyperparameters take; the encoders check them too.
 MERGE_MODES = ("concat", "sum")
 NONLINEARITIES = ("tanh", "relu")
+DECODER_CELLS = ("gru", "lstm")  # an encoder-decoder's cell, the same on both sides
+ATTENTIONS = ("none", "bahdanau", "luong")  # what a decoder reads of the encoder's states
 
 
 def _is_merge(merge: str) -> bool:
@@ -194,17 +196,22 @@ class Variant:
                 return f"{self.name}: {rule.rule}, but the space allows {shown} ({choices})"
         return None
 
-    def build(self, task: "Task", data: Mapping[str, Any], hparams: Mapping[str, Any]) -> "nn.Module":
-        """The whole network (encoder and the task's head, inside what the task wraps around
-        it, e.g. forecasting's window normalization) for a dataset described by ``data``."""
+    def check_build(self, task: "Task", hparams: Mapping[str, Any]) -> None:
+        """Refuse a build the plan would have refused: a build outside a plan (a script, a
+        test) gets its checks too."""
         reason = self.incompatibility(task)
         if reason:
             raise VariantError(reason)
-        for rule in self.constraints:  # a build outside a plan (a script, a test) gets its checks too
+        for rule in self.constraints:
             values = [hparams.get(p, rule.defaults.get(p, _ABSENT)) for p in rule.params]
             if rule.holds_on(task) and _ABSENT not in values and not rule.check(*values):
                 given = ", ".join(f"{p}={v!r}" for p, v in zip(rule.params, values))
                 raise VariantError(f"{self.name}: {rule.rule}, got {given}")
+
+    def build(self, task: "Task", data: Mapping[str, Any], hparams: Mapping[str, Any]) -> "nn.Module":
+        """The whole network (encoder and the task's head, inside what the task wraps around
+        it, e.g. forecasting's window normalization) for a dataset described by ``data``."""
+        self.check_build(task, hparams)
         kwargs = {k: hparams[k] for k in ENCODER_ARGS if k in hparams}
         if self.extras is None:
             kwargs.update({k: v for k, v in hparams.items() if k not in ENCODER_ARGS
@@ -314,6 +321,72 @@ def _conv_rnn(cell: str) -> Variant:
                    sizing=Sizing(second=(("embed_size", _as_wide), ("channels", _as_wide))))
 
 
+def _is_cell(cell: str) -> bool:
+    return cell in DECODER_CELLS
+
+
+def _is_attention(attention: str) -> bool:
+    return attention in ATTENTIONS[1:]
+
+
+def _is_probability(p: Any) -> bool:
+    return isinstance(p, numbers.Real) and not isinstance(p, bool) and 0.0 <= float(p) <= 1.0
+
+
+# the keys an encoder-decoder hands its decoder (hidden_size, num_layers and dropout go to both)
+DECODER_ARGS = ("cell", "attention", "scheduled_sampling")
+DEFAULT_CELL = "gru"  # Cho et al.'s and Bahdanau et al.'s encoder-decoders were gated this way
+DEFAULT_ATTENTION = "bahdanau"  # where an entry lets attention be chosen
+_CELL = Constraint(("cell",), _is_cell, f"cell must be one of {', '.join(DECODER_CELLS)}",
+                   defaults={"cell": DEFAULT_CELL})
+_SAMPLING = Constraint(("scheduled_sampling",), _is_probability,
+                       "scheduled_sampling must be a probability between 0 and 1",
+                       defaults={"scheduled_sampling": 0.0})
+_ATTENTION = Constraint(("attention",), _is_attention,
+                        f"attention must be one of {', '.join(ATTENTIONS[1:])}",
+                        defaults={"attention": DEFAULT_ATTENTION})
+
+
+@dataclass(frozen=True)
+class EncoderDecoder(Variant):
+    """An encoder RNN and a decoder RNN that produces the output sequence one step at a time
+    (``modules.seq2seq``), on the tasks whose table entry says it can be decoded
+    (``Task.decodes``) and gives the decoder head (``Task.decoder_head``). The encoder takes
+    ``cell`` and the shared sizes; the decoder takes ``DECODER_ARGS`` and the same sizes."""
+
+    def incompatibility(self, task: "Task") -> str | None:
+        if not task.decodes:
+            from modules.tasks import TASKS
+
+            able = " and ".join(t.name for t in TASKS.values() if t.decodes)
+            return (f"{self.name} decodes an output sequence step by step, and a {task.name} "
+                    f"dataset's target is not a sequence it produces (it trains on {able} datasets)")
+        return super().incompatibility(task)
+
+    def build(self, task: "Task", data: Mapping[str, Any], hparams: Mapping[str, Any]) -> "nn.Module":
+        self.check_build(task, hparams)
+        chosen = {**{k: hparams[k] for k in self.extras or () if k in hparams}, **self.kwargs}
+        # defaults from what the logged spec keeps (extras), so a served model is rebuilt alike
+        chosen.setdefault("cell", DEFAULT_CELL)
+        chosen.setdefault("attention", DEFAULT_ATTENTION if "attention" in (self.extras or ()) else "none")
+        sizes = {k: hparams[k] for k in ENCODER_ARGS if k in hparams}
+        encoder = self.factory()(input_dim=data.get("input_dim", 0), vocab_size=data.get("vocab_size", 0),
+                                 cell=chosen["cell"], **sizes)
+        decoder = {**sizes, **{k: chosen[k] for k in DECODER_ARGS if k in chosen}}
+        from modules.seq2seq import Seq2SeqNetwork
+
+        head = task.decoder_head(encoder.output_dim, data, decoder)
+        return task.wrap(Seq2SeqNetwork(encoder, head), hparams, data)
+
+
+def _seq2seq(attention: bool) -> Variant:
+    rules = (_CELL, _SAMPLING) + ((_ATTENTION,) if attention else ())
+    return EncoderDecoder(name="seq2seq-attn" if attention else "seq2seq",
+                          encoder="modules.encoders:RNNEncoder",
+                          kwargs={} if attention else {"attention": "none"},
+                          extras=tuple(p for rule in rules for p in rule.params), constraints=rules)
+
+
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     _rnn("rnn", False), _rnn("lstm", False), _rnn("gru", False),
     _rnn("rnn", True), _rnn("lstm", True), _rnn("gru", True),
@@ -335,6 +408,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             extras=("embed_size",), constraints=(_EMBED,), sizing=_EMBED_SIZING),
     Variant(name="minlstm", encoder="modules.minrnn:MinRNNEncoder", kwargs={"cell": "minlstm"},
             extras=("embed_size",), constraints=(_EMBED,), sizing=_EMBED_SIZING),
+    # many-to-many, unaligned: two entries, so every table shows what attention adds
+    _seq2seq(False), _seq2seq(True),
 )}
 BUILTIN = tuple(VARIANTS)
 

@@ -66,7 +66,7 @@ def test_list_shows_every_dataset_variant_and_preset(tmp_path):
     assert proc.returncode == 0
     from datamodules.builtin import DATASETS
 
-    for name in (*DATASETS, "rnn lstm gru birnn bilstm bigru transformer mlp cnn-lstm cnn-gru mingru minlstm",
+    for name in (*DATASETS, "rnn lstm gru birnn bilstm bigru transformer mlp cnn-lstm cnn-gru mingru minlstm seq2seq seq2seq-attn",
                  "quick"):
         assert name in proc.stdout
 
