@@ -526,9 +526,9 @@ def serve(
     settings.imports.mkdir(parents=True, exist_ok=True)  # the only folder a form's path may reach
     from flows import alerts
 
-    if os.environ.get(alerts.NOTIFY_BLOCK):  # a misnamed block, now rather than at a failure
+    if settings.notify_block:  # a misnamed block, now rather than at a failure
         try:
-            alerts.load_block(os.environ[alerts.NOTIFY_BLOCK])
+            alerts.load_block(settings.notify_block)
         except ValueError as exc:
             _fail(str(exc))
     # the flow runs are child processes: they read these back through load_settings

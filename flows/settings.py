@@ -25,7 +25,7 @@ CONFIG_FILE = "rnnbench.toml"
 ENV = {"home": "RNNBENCH_HOME", "tracking_uri": "MLFLOW_TRACKING_URI",
        "experiment": "RNNBENCH_EXPERIMENT", "prefect_api_url": "PREFECT_API_URL",
        "ray_address": "RAY_ADDRESS", "storage": "RNNBENCH_STORAGE",
-       "import_root": "RNNBENCH_IMPORT_ROOT"}
+       "import_root": "RNNBENCH_IMPORT_ROOT", "notify_block": "RNNBENCH_NOTIFY_BLOCK"}
 # each credential, the environment variable MLflow's or Prefect's client reads it from, and
 # whether it is a secret (a secret is never written in rnnbench.toml, only a file holding it)
 CREDENTIALS = {"mlflow_username": ("MLFLOW_TRACKING_USERNAME", False),
@@ -53,6 +53,9 @@ class Settings(BaseModel):
     # the only folder a flow run started from a deployment may import data from; None:
     # $RNNBENCH_HOME/import
     import_root: Optional[Path] = None
+    # the Prefect notification block a failed or clearly regressed benchmark notifies through
+    # ("<block type slug>/<block name>", flows.alerts); None: no notification
+    notify_block: Optional[str] = None
     credentials: dict[str, SecretStr] = Field(default_factory=dict, repr=False)
     # setting -> where its value came from: "argument", "environment NAME", the rnnbench.toml
     # path, or "default"
@@ -116,6 +119,7 @@ class ConfigFile(BaseModel):
     ray_address: Optional[str] = None
     storage: Optional[str] = None
     import_root: Optional[str] = None
+    notify_block: Optional[str] = None
     credentials: _Credentials = _Credentials()
 
 
@@ -203,6 +207,7 @@ def load_settings(tracking_uri: str | None = None, experiment: str | None = None
         prefect_api_url=values["prefect_api_url"] or None,
         storage=_storage(values["storage"] or None),
         import_root=_folder(values["import_root"]) if values["import_root"] else None,
+        notify_block=values["notify_block"] or None,
         credentials=credentials, sources={**sources, **credential_sources}, config_file=path,
     )
 
@@ -216,7 +221,8 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
              "prefect_api_url": redact(settings.prefect_api_url or "", settings.secrets())
              or "(none: a temporary local API for each command)",
              "ray_address": settings.ray_address or "(none: a local Ray for each command)",
-             "storage": redact(settings.tune_root), "import_root": str(settings.imports)}
+             "storage": redact(settings.tune_root), "import_root": str(settings.imports),
+             "notify_block": settings.notify_block or "(none: failures notify no one)"}
     rows = [(name, shown[name], src.get(name, "default")) for name in ENV]
     for name, (env, secret) in CREDENTIALS.items():
         value = settings.credentials.get(name)
@@ -270,6 +276,8 @@ def apply_environment(settings: Settings) -> None:
         os.environ["PREFECT_API_URL"] = settings.prefect_api_url
     if settings.import_root:
         os.environ["RNNBENCH_IMPORT_ROOT"] = str(settings.import_root)
+    if settings.notify_block:  # flows.alerts reads it in the flow run's process
+        os.environ["RNNBENCH_NOTIFY_BLOCK"] = settings.notify_block
     if settings.config_file:  # a flow run started by ``serve`` reads the same file, wherever it runs
         os.environ[CONFIG_ENV] = str(settings.config_file)
     for name, value in settings.credentials.items():  # MLflow's and Prefect's clients read these

@@ -82,7 +82,7 @@ def test_rnnbench_config_names_the_file_and_it_is_read_once_per_process(clean_en
 
 @pytest.mark.parametrize("text,message", [
     ('trackinguri = "x"\n', "unknown key 'trackinguri'; valid: home, tracking_uri, experiment, "
-                            "prefect_api_url, ray_address, storage, import_root, credentials.mlflow_username"),
+                            "prefect_api_url, ray_address, storage, import_root, notify_block, credentials.mlflow_username"),
     ('[credentials]\nmlflow_user = "x"\n', "unknown key 'credentials.mlflow_user'; valid: "
                                            "credentials.mlflow_username, credentials.mlflow_password_file"),
     ('[credentials]\nmlflow_password = "hunter22"\n',
