@@ -578,10 +578,11 @@ def run_finals(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags
         scores = {metric: float(ckpt_metrics[metric]),
                   "val/loss": float(ckpt_metrics.get("val/loss", float("nan"))), **test_metrics}
         out.update({stats.seed_metric_name(*key.split("/", 1), k): value for key, value in scores.items()})
-        if run:
-            tracking.log_metrics(uri, run.info.run_id, scores)
-            tracking.set_tags(uri, run.info.run_id, {"rnnbench.final_index": k,
-                                                     "rnnbench.epochs": int(result.metrics.get("training_iteration", 0))})
+        if run:  # (its validation scores are in its per-epoch curves already)
+            tracking.log_metrics(uri, run.info.run_id, test_metrics)
+            tracking.set_tags(uri, run.info.run_id, {
+                "rnnbench.final_index": k, "rnnbench.epochs": int(result.metrics.get("training_iteration", 0)),
+                "rnnbench.best_epoch": int(ckpt_metrics.get("training_iteration", 0))})
             tracking.finish(uri, run.info.run_id, "FINISHED")
     out["seeds_failed"] = failed
     return out

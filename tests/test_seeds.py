@@ -37,14 +37,33 @@ grad_clip = 1.0
 
 
 def test_each_best_configuration_is_retrained_on_the_seeds_and_the_board_shows_their_means(
-        prefect_harness, tmp_path):
+        prefect_harness, tmp_path, monkeypatch):
+    import flows.sweep
     from flows.pipeline import benchmark
+    from flows.trial import CONTEXT_KEY
 
     preset = tmp_path / "seeds.toml"
     preset.write_text(PRESET)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = benchmark(preset_path=str(preset), experiment="seeds", tracking_uri=uri)
+    real = flows.sweep._tested
+
+    def interrupted_once_the_retrains_trained(req, dataset, result):
+        if result.config[CONTEXT_KEY].get("role") == "final":
+            raise KeyboardInterrupt
+        return real(req, dataset, result)
+
+    monkeypatch.setattr(flows.sweep, "_tested", interrupted_once_the_retrains_trained)
+    with pytest.raises(KeyboardInterrupt):
+        benchmark(preset_path=str(preset), experiment="seeds", tracking_uri=uri)
     client = MlflowClient(uri)
+    trained = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val/loss"))
+               for r in client.search_runs([client.get_experiment_by_name("seeds").experiment_id],
+                                           "tags.`rnnbench.role` = 'final'")}
+    assert trained and set(trained.values()) == {1}, "the retrains had trained their one epoch"
+
+    monkeypatch.setattr(flows.sweep, "_tested", real)
+    result = benchmark(preset_path=str(preset), experiment="seeds", tracking_uri=uri)
+    assert result["resumed"]
     runs = client.search_runs([result["experiment_id"]], max_results=1000)
     assert {r.info.status for r in runs} == {"FINISHED"}
     sweeps = [r for r in runs if r.data.tags.get("rnnbench.role") == "sweep"]
@@ -53,6 +72,8 @@ def test_each_best_configuration_is_retrained_on_the_seeds_and_the_board_shows_t
         below = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
         finals = [r for r in below if r.data.tags["rnnbench.role"] == "final"]
         assert len(below) == 3 and len(finals) == 2, "one trial and two retrains per sweep"
+        # the resumed sweep restored its retrains from Tune's state: none trained again
+        assert {len(client.get_metric_history(f.info.run_id, "val/loss")) for f in finals} == {1}
         # from scratch on seeds no trial trained with, as many epochs as the best trial
         (trial,) = [r for r in below if r.data.tags["rnnbench.role"] == "trial"]
         assert trial.data.tags["rnnbench.seed"] == "0"
@@ -67,6 +88,7 @@ def test_each_best_configuration_is_retrained_on_the_seeds_and_the_board_shows_t
         # the sweep run's copies are each retrain's own scores, tested like the sweep's best model
         for final in finals:
             k = int(final.data.tags["rnnbench.final_index"])
+            assert final.data.tags["rnnbench.best_epoch"] == "1"  # (of one: its last value)
             for key in ("val/acc", "val/loss", "test/acc"):
                 stage, name = key.split("/")
                 assert m[stats.seed_metric_name(stage, name, k)] == final.data.metrics[key]
