@@ -558,13 +558,14 @@ def run_finals(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags
     if shown is not None:  # the sweep's bar becomes its seed repeats'
         shown.start_sweep(req.key, f"{req.dataset} · {req.label} · {len(seeds)} seeds", len(seeds) * epochs)
     grid = _fit(tuner)
-    out: dict[str, float] = {"seeds": len(seeds), "final_epochs": epochs,
-                             "final_time_s": float(sum(r.metrics.get("time_total_s", 0.0) for r in grid if r.metrics))}
+    seconds = sum(r.metrics.get("time_total_s", 0.0) for r in grid if r.metrics)
+    out: dict[str, float] = {"seeds": len(seeds), "final_epochs": epochs, "final_time_s": float(seconds)}
     failed = len(seeds) - len(grid)  # (none, unless Tune lost a trial)
     for result in grid:
         k = seeds.index(result.config[CONTEXT_KEY]["seed"])
         trial_id = (result.metrics or {}).get("trial_id")
-        run = trial_id and tracking.find_child(uri, req.experiment_id, sweep_run_id, {"rnnbench.trial_id": trial_id})
+        run = trial_id and tracking.find_child(uri, req.experiment_id, sweep_run_id,
+                                               {"rnnbench.trial_id": trial_id})
         try:
             if result.error is not None:
                 raise RuntimeError(_root_cause(result.error))
@@ -572,7 +573,8 @@ def run_finals(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags
         except Exception as exc:  # a failed seed is counted and flagged, like a failed trial
             failed += 1
             if run:
-                tracking.set_tags(uri, run.info.run_id, {"rnnbench.error": f"{type(exc).__name__}: {exc}"[:4000]})
+                tracking.set_tags(uri, run.info.run_id,
+                                  {"rnnbench.error": f"{type(exc).__name__}: {exc}"[:4000]})
                 tracking.finish(uri, run.info.run_id, "FAILED")
             continue
         scores = {metric: float(ckpt_metrics[metric]),

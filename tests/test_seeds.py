@@ -77,7 +77,7 @@ def test_each_best_configuration_is_retrained_on_the_seeds_and_the_board_shows_t
         # from scratch on seeds no trial trained with, as many epochs as the best trial
         (trial,) = [r for r in below if r.data.tags["rnnbench.role"] == "trial"]
         assert trial.data.tags["rnnbench.seed"] == "0"
-        assert sorted(f.data.tags["rnnbench.seed"] for f in finals) == [str(final_seed(0, 0)), str(final_seed(0, 1))]
+        assert sorted(f.data.tags["rnnbench.seed"] for f in finals) == [str(final_seed(0, k)) for k in (0, 1)]
         assert all(f.data.params["hidden_size"] == trial.data.params["hidden_size"] for f in finals)
         assert all(f.data.tags["rnnbench.epochs"] == "1" for f in finals)
         m = sweep.data.metrics
