@@ -114,7 +114,9 @@ def run(
     b = plan.preset.budget
     console.print(f"rnnbench [bold]{plan.preset.name}[/]: {len(plan.datasets)} dataset(s) x "
                   f"{len(plan.variants)} variant(s), {b.num_samples} trials of at most {b.max_epochs} "
-                  f"epochs each{_sized(b.size_targets)}; state in {settings.home}", soft_wrap=True)
+                  f"epochs each{_sized(b.size_targets)}"
+                  f"{f', the best of each retrained on {b.final_seeds} seeds' if b.final_seeds else ''}"
+                  f"; state in {settings.home}", soft_wrap=True)
     from flows.pipeline import benchmark
 
     _run_benchmark(benchmark, settings, **_benchmark_args(plan, preset, resume))

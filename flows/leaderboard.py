@@ -69,6 +69,10 @@ def build(tracking_uri: str, experiment_id: str, benchmark_run_id: str) -> dict[
             lost = int(m.get("trials_failed", 0))
             if lost and run.info.status != "FAILED":  # fewer trials than its budget
                 row["note"] = (f"{lost} of {row['trials']} trials failed: not an equal comparison")
+            lost_seeds = int(m.get("seeds_failed", 0))
+            if lost_seeds and run.info.status != "FAILED":  # fewer seed repeats than its budget
+                note = f"{lost_seeds} of {int(m.get('seeds', 0))} seeds failed: not an equal comparison"
+                row["note"] = f"{row['note']}; {note}" if row["note"] else note
             if run.info.status == "FAILED":
                 row["note"] = "failed: " + run.data.tags.get("rnnbench.error", "see the sweep run")[:200]
                 failed.append(row)

@@ -99,6 +99,22 @@ class Budget(BaseModel):
     # (and a second knob where width's steps are too coarse) solved to land within 5% of it on
     # the dataset, instead of searching hidden_size; empty: the search space's hidden_size
     size_targets: list[PositiveInt] = []
+    # seed repeats: after its sweep, each variant's best configuration is retrained from scratch
+    # on this many seeds and scored on the test split (flows.sweep.run_finals); 0 or 1: off
+    seeds: int = 0
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"must be 0 or 1 (no seed repeats) or the number of seeds to retrain "
+                             f"the best configuration on (2 or more), got {value}")
+        return value
+
+    @property
+    def final_seeds(self) -> int:
+        """How many retrains of the best configuration each sweep ends with (0: none)."""
+        return self.seeds if self.seeds >= 2 else 0
 
     @model_validator(mode="after")
     def _ddp_gpus(self) -> "Budget":

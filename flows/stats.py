@@ -16,8 +16,9 @@ sweep run (``rnnbench.role=sweep``), for the selection metric on validation, val
     final/test/<metric>/seed<k>    e.g. final/test/acc/seed0, final/test/f1/seed0
 
 ``<metric>`` is the task's metric name without its stage (``acc``, ``mae``, ``bpc``), ``<k>``
-the seed the model was retrained with. The retrained models themselves are ``rnnbench.role=
-final`` runs below the sweep run; the sweep run carries copies of their final scores.
+the retrain's number, 0 to N-1 (the seed it trained with is derived from it and the budget's
+seed: ``flows.sweep.final_seed``). The retrained models themselves are ``rnnbench.role=final``
+runs below the sweep run; the sweep run carries copies of their final scores.
 Plain Python and scipy.stats: no torch, Ray or MLflow here.
 """
 

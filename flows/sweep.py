@@ -34,7 +34,7 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from flows import progress, storage, tracking
+from flows import progress, stats, storage, tracking
 from flows.tune_threads import forget_interrupt, this_sweep_interrupted
 from flows.plan import Budget, search_space
 from flows.quiet import silence
@@ -48,6 +48,8 @@ from modules.variants import Variant
 SWEEP_KEY = "rnnbench.sweep"
 DDP_DRIVER_MEMORY = 128 * 1024**2  # bytes reserved by a data-parallel trial's own (driving) actor
 TRAIN_STATE = "train"  # below a sweep's Tune folder: Ray Train's runs of its data-parallel trials
+FINALS = "final"  # the role of a seed repeat's MLflow run, and the suffix of their Tune experiment
+FINAL_SEED_BASE = 1000  # see final_seed
 # Packages every Ray worker imports; shipped to a cluster's nodes in the runtime environment.
 PROJECT_PACKAGES = ("flows", "modules", "datamodules")
 # Credentials the trials' MLflow client needs, forwarded from the driver's environment when set
@@ -111,6 +113,11 @@ class SweepRequest:
     @property
     def tune_path(self) -> str:
         return f"{self.tune_parent}/{self.tune_name}"
+
+    @property
+    def finals_name(self) -> str:
+        """The Tune experiment of the seed repeats of the sweep's best configuration."""
+        return f"{self.tune_name}__{FINALS}"
 
     @property
     def trainable_name(self) -> str:
@@ -253,15 +260,15 @@ def stop_ray() -> None:
         ray.shutdown()
 
 
-def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: dict[str, str]) -> tune.Tuner:
+def _trainable(req: SweepRequest, dataset: PreparedData, name: str):
+    """The Tune trainable of a sweep (and of its seed repeats): ``train_trial``, or for
+    data-parallel trials ``train_ddp_trial``, bound to the prepared arrays, with its resources."""
     b = req.budget
-    metric, mode = f"val/{req.task.monitor}", req.task.mode
-    ddp = b.workers_per_trial > 1
-    if ddp:  # the trial drives a Ray Train run; its workers hold the resources
+    if b.workers_per_trial > 1:  # the trial drives a Ray Train run; its workers hold the resources
         def trial(config, dataset_ref, manifest, variant, task):
             return train_ddp_trial(config, dataset_ref[0], manifest, variant, task)
 
-        trial.__name__ = trial.__qualname__ = req.trainable_name  # before with_parameters copies it
+        trial.__name__ = trial.__qualname__ = name  # before with_parameters copies it
         # the arrays go to the object store once per sweep; each node's workers read them there
         bound = tune.with_parameters(trial, dataset_ref=[ray.put(dataset)], manifest=dataset.manifest,
                                      variant=req.variant, task=req.task)
@@ -271,18 +278,28 @@ def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: di
         def trial(config, dataset, variant, task):
             return train_trial(config, dataset, variant, task)
 
-        trial.__name__ = trial.__qualname__ = req.trainable_name  # see SweepRequest.trainable_name
+        trial.__name__ = trial.__qualname__ = name  # see SweepRequest.trainable_name
         bound = tune.with_parameters(trial, dataset=dataset, variant=req.variant, task=req.task)
         resources = {"cpu": b.cpus_per_trial, "gpu": b.gpus_per_trial}
-    trainable = tune.with_resources(bound, resources)
-    path = req.tune_path
+    return tune.with_resources(bound, resources)
+
+
+def _restored(path: str, trainable) -> tune.Tuner | None:
+    """The Tune experiment saved at ``path``, to resume; None (and the folder cleared) when
+    there is nothing to resume."""
     if tune.Tuner.can_restore(path) and _has_trials(path):
         return tune.Tuner.restore(path, trainable, resume_errored=True)
     # interrupted before Tune saved any state, or before it created its first trial (its
     # searcher's saved state then restores to nothing but configs without the search space,
     # seen when a sweep side by side was stopped as it started): nothing to resume
     storage.delete(path)
-    context = {
+    return None
+
+
+def _context(req: SweepRequest, sweep_run_id: str, tags: dict[str, str], path: str) -> dict[str, Any]:
+    """What every trial of the sweep gets besides its hyperparameters (``CONTEXT_KEY``)."""
+    b = req.budget
+    return {
         "seed": b.seed, "max_epochs": b.max_epochs, "tracking_uri": req.settings.tracking_uri,
         "experiment_id": req.experiment_id, "parent_run_id": sweep_run_id, "tags": tags,
         "threads": max(1, int(b.cpus_per_trial)), "deterministic": b.deterministic,
@@ -292,11 +309,22 @@ def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: di
         # data-parallel trials: Ray Train's workers and where Train keeps their run state
         "workers": b.workers_per_trial, "cpus_per_worker": b.cpus_per_trial,
         "gpus_per_worker": b.gpus_per_trial, "train_storage": f"{path}/{TRAIN_STATE}",
-        "metric": metric, "mode": mode,
+        "metric": f"val/{req.task.monitor}", "mode": req.task.mode,
     }
+
+
+def _tuner(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: dict[str, str]) -> tune.Tuner:
+    b = req.budget
+    metric, mode = f"val/{req.task.monitor}", req.task.mode
+    ddp = b.workers_per_trial > 1
+    trainable = _trainable(req, dataset, req.trainable_name)
+    path = req.tune_path
+    restored = _restored(path, trainable)
+    if restored is not None:
+        return restored
     return tune.Tuner(
         trainable,
-        param_space={**search_space(req.space), CONTEXT_KEY: context},
+        param_space={**search_space(req.space), CONTEXT_KEY: _context(req, sweep_run_id, tags, path)},
         tune_config=TuneConfig(
             metric=metric, mode=mode, num_samples=b.num_samples,
             # a data-parallel trial's actor owns its Train run: ending the actor ends the run
@@ -346,7 +374,7 @@ def _has_trials(path: str) -> bool:
     return bool(json.loads(storage.read_bytes(f"{path}/{states[-1]}")).get("trial_data"))
 
 
-def _generator(req: SweepRequest) -> BasicVariantGenerator:
+def _generator(req: SweepRequest, kind: str = "") -> BasicVariantGenerator:
     """Tune's random search with the preset's seed and concurrency limit. Tune names trials
     ``<prefix>_<index>`` with a prefix from a time-based uuid that changes every 0.4 ms, so
     sweeps started side by side got the same trial ids; the prefix comes from the sweep's
@@ -355,7 +383,8 @@ def _generator(req: SweepRequest) -> BasicVariantGenerator:
     # instance: the generator must carry the limit itself
     generator = BasicVariantGenerator(random_state=req.budget.seed,
                                       max_concurrent=trials_at_once(req.budget, cluster_nodes()))
-    generator._uuid_prefix = req.trainable_name[-5:] + "_"
+    # (``kind``: the seed repeats' trials get ids of their own: an MLflow run is found by its id)
+    generator._uuid_prefix = req.trainable_name[-5:] + kind + "_"
     return generator
 
 
@@ -431,14 +460,8 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
             raise RuntimeError(f"every trial of {req.dataset}/{req.variant.name} failed: "
                                f"{_root_cause(first_error)}")
         best = grid.get_best_result(metric, mode, scope="all")
-        # the checkpoint with the best validation score is the model that gets tested and logged
-        checkpoint, ckpt_metrics = _best_checkpoint(req, best, metric, mode)
+        module, hparams, ckpt_metrics, test_metrics = _tested(req, dataset, best)
         best_val = float(ckpt_metrics[metric])
-        hparams = req.task.resolved(hyperparameters(best.config))  # task-level defaults spelled out
-        module = build_module(req.variant, req.task, hparams, dataset.data)
-        with checkpoint.as_directory() as ckpt_dir:
-            module.load_state_dict(load_weights(Path(ckpt_dir) / CHECKPOINT_FILE))
-        test_metrics = evaluate(module, dataset, "test", batch_size=int(hparams["batch_size"]))
         train_time = float(sum(r.metrics.get("time_total_s", 0.0) for r in grid if r.metrics))
         failed = sum(1 for r in grid if r.error is not None)
         metrics = {**test_metrics, metric: best_val, "n_params": module.n_params,
@@ -460,6 +483,10 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
             tracking.log_text(uri, sweep_run_id, sample, "sample.txt")
         with tempfile.TemporaryDirectory() as tmp:
             serving.log_model(uri, sweep_run_id, module, req.variant, req.task, hparams, dataset, Path(tmp))
+        if req.budget.final_seeds:
+            finals = run_finals(req, dataset, sweep_run_id, tags, best)
+            tracking.log_metrics(uri, sweep_run_id, finals)
+            metrics.update(finals)
         status = "FINISHED"
         summary = {"dataset": req.dataset, "variant": req.variant.name, "run_id": sweep_run_id,
                    **metrics, "best": hparams}
@@ -467,6 +494,8 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
             score = test_metrics.get(f"test/{name}")
             lost = (f"  [yellow]{failed} of {len(grid)} trials failed: "
                     f"{_root_cause(next(r.error for r in grid if r.error is not None))}[/]" if failed else "")
+            if metrics.get("seeds_failed"):
+                lost += f"  [yellow]{int(metrics['seeds_failed'])} of {req.budget.final_seeds} seeds failed[/]"
             shown.end_sweep(req.key, f"  [green]✓[/] {label} val/{name} {best_val:.3f}  "
                                      f"test/{name} {score:.3f}{lost}")
         return summary
@@ -484,6 +513,97 @@ def run_sweep(req: SweepRequest) -> dict[str, Any]:
     finally:
         tracking.close_descendants(uri, req.experiment_id, sweep_run_id, status)
         tracking.finish(uri, sweep_run_id, status)
+
+
+def final_seed(seed: int, k: int) -> int:
+    """The seed the k-th (from 0) retrain of a sweep's best configuration trains with:
+    1000·(seed + 1) + k. Every trial of the sweep trains with the budget's ``seed``, so a
+    retrain on it would repeat the chosen trial, lucky draw included; these never do (for
+    seeds below 1000), and a sweep of another ``seed`` gets other ones."""
+    return FINAL_SEED_BASE * (seed + 1) + k
+
+
+def run_finals(req: SweepRequest, dataset: PreparedData, sweep_run_id: str, tags: dict[str, str],
+               best) -> dict[str, float]:
+    """Retrain the sweep's ``best`` trial's configuration from scratch on ``final_seeds`` seeds
+    (``final_seed``), each for as many epochs as that trial trained (``max_epochs`` unless ASHA
+    stopped it sooner), and score each like the sweep's best model: its best validation
+    checkpoint, tested on the test split. A second Tuner over the same trainable, with the
+    configuration fixed and a grid over the seed, no scheduler and the sweep's concurrency: it
+    runs where the sweep's trials run, and a resumed sweep restores it (finished seeds are not
+    trained again). Each retrain is an MLflow run (role ``final``) below the sweep run; returns
+    what the sweep run records: the per-seed scores under ``flows.stats``'s keys, how many
+    seeds there were and how many failed, and the epochs and seconds they trained."""
+    b, uri = req.budget, req.settings.tracking_uri
+    metric, mode = f"val/{req.task.monitor}", req.task.mode
+    epochs = int(best.metrics.get("training_iteration") or b.max_epochs)
+    seeds = [final_seed(b.seed, k) for k in range(b.final_seeds)]
+    trainable = _trainable(req, dataset, f"{req.trainable_name}_{FINALS}")
+    path = f"{req.tune_parent}/{req.finals_name}"
+    tuner = _restored(path, trainable)
+    tuner = tuner if tuner is not None else tune.Tuner(
+        trainable,
+        param_space={**hyperparameters(best.config), CONTEXT_KEY: {
+            **_context(req, sweep_run_id, tags, path), "role": FINALS, "max_epochs": epochs,
+            "seed": tune.grid_search(seeds)}},
+        tune_config=TuneConfig(metric=metric, mode=mode, num_samples=1,
+                               reuse_actors=b.workers_per_trial == 1, search_alg=_generator(req, "s")),
+        run_config=RunConfig(
+            name=req.finals_name, storage_path=req.tune_parent, verbose=0,
+            callbacks=[progress.TrialProgress(req.key, f"{req.dataset} · {req.label} · {len(seeds)} seeds",
+                                              metric, mode, epochs)],
+            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric,
+                                               checkpoint_score_order=mode),
+            failure_config=FailureConfig(max_failures=1),
+        ),
+    )
+    shown = progress.current()
+    if shown is not None:  # the sweep's bar becomes its seed repeats'
+        shown.start_sweep(req.key, f"{req.dataset} · {req.label} · {len(seeds)} seeds", len(seeds) * epochs)
+    grid = _fit(tuner)
+    seconds = sum(r.metrics.get("time_total_s", 0.0) for r in grid if r.metrics)
+    out: dict[str, float] = {"seeds": len(seeds), "final_epochs": epochs, "final_time_s": float(seconds)}
+    failed = len(seeds) - len(grid)  # (none, unless Tune lost a trial)
+    for result in grid:
+        k = seeds.index(result.config[CONTEXT_KEY]["seed"])
+        trial_id = (result.metrics or {}).get("trial_id")
+        run = trial_id and tracking.find_child(uri, req.experiment_id, sweep_run_id,
+                                               {"rnnbench.trial_id": trial_id})
+        try:
+            if result.error is not None:
+                raise RuntimeError(_root_cause(result.error))
+            _, _, ckpt_metrics, test_metrics = _tested(req, dataset, result)
+        except Exception as exc:  # a failed seed is counted and flagged, like a failed trial
+            failed += 1
+            if run:
+                tracking.set_tags(uri, run.info.run_id,
+                                  {"rnnbench.error": f"{type(exc).__name__}: {exc}"[:4000]})
+                tracking.finish(uri, run.info.run_id, "FAILED")
+            continue
+        scores = {metric: float(ckpt_metrics[metric]),
+                  "val/loss": float(ckpt_metrics.get("val/loss", float("nan"))), **test_metrics}
+        out.update({stats.seed_metric_name(*key.split("/", 1), k): value for key, value in scores.items()})
+        if run:  # (its validation scores are in its per-epoch curves already)
+            tracking.log_metrics(uri, run.info.run_id, test_metrics)
+            tracking.set_tags(uri, run.info.run_id, {
+                "rnnbench.final_index": k, "rnnbench.epochs": int(result.metrics.get("training_iteration", 0)),
+                "rnnbench.best_epoch": int(ckpt_metrics.get("training_iteration", 0))})
+            tracking.finish(uri, run.info.run_id, "FINISHED")
+    out["seeds_failed"] = failed
+    return out
+
+
+def _tested(req: SweepRequest, dataset: PreparedData, result):
+    """A trial's model at its best validation checkpoint, scored on the test split: (module,
+    resolved hyperparameters, the metrics it was checkpointed with, its test scores)."""
+    metric, mode = f"val/{req.task.monitor}", req.task.mode
+    checkpoint, ckpt_metrics = _best_checkpoint(req, result, metric, mode)
+    hparams = req.task.resolved(hyperparameters(result.config))  # task-level defaults spelled out
+    module = build_module(req.variant, req.task, hparams, dataset.data)
+    with checkpoint.as_directory() as ckpt_dir:
+        module.load_state_dict(load_weights(Path(ckpt_dir) / CHECKPOINT_FILE))
+    test_metrics = evaluate(module, dataset, "test", batch_size=int(hparams["batch_size"]))
+    return module, hparams, ckpt_metrics, test_metrics
 
 
 def _root_cause(error: BaseException | None) -> str:

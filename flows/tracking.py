@@ -83,9 +83,10 @@ def children(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list:
 
 
 def open_trial_run(tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str,
-                   name: str, tags: dict[str, str]) -> str:
+                   name: str, tags: dict[str, str], role: str = "trial") -> str:
     """One MLflow run per Tune trial id: a restarted trial (a lost node, a resumed sweep)
-    continues its own run, tagged with where it runs now and how often it restarted."""
+    continues its own run, tagged with where it runs now and how often it restarted.
+    ``role``: ``trial`` for a sweep's trials, ``final`` for a seed repeat of its best one."""
     existing = find_child(tracking_uri, experiment_id, parent_run_id, {"rnnbench.trial_id": trial_id})
     if existing is not None:
         restarts = int(existing.data.tags.get("rnnbench.restarts", "0")) + 1
@@ -93,7 +94,7 @@ def open_trial_run(tracking_uri: str, experiment_id: str, parent_run_id: str, tr
         set_tags(tracking_uri, existing.info.run_id, {**tags, "rnnbench.restarts": restarts})
         return existing.info.run_id
     return create_run(tracking_uri, experiment_id, name,
-                      {**tags, ROLE: "trial", "rnnbench.trial_id": trial_id},
+                      {**tags, ROLE: role, "rnnbench.trial_id": trial_id},
                       parent_run_id=parent_run_id)
 
 

@@ -156,6 +156,13 @@ def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k != CONTEXT_KEY}
 
 
+def _run_name(variant: Variant, trial_id: str, ctx: dict[str, Any]) -> str:
+    """A trial's run is named by its trial id; a seed repeat (role ``final``) by its seed."""
+    if ctx.get("role") == "final":
+        return f"{variant.name}-final-seed{ctx['seed']}"
+    return f"{variant.name}-{trial_id}"
+
+
 def where_it_runs(accelerator: str) -> dict[str, str]:
     """The node and device a trial trains on, as MLflow tags."""
     import ray
@@ -189,8 +196,9 @@ def train_trial(config: dict[str, Any], dataset: PreparedData, variant: Variant,
     precision = precision_for(ctx.get("precision", "32"), ctx["accelerator"])
     run_id = tracking.patiently(
         tracking.open_trial_run, uri, ctx["experiment_id"], ctx["parent_run_id"], trial_id,
-        name=f"{variant.name}-{trial_id}",
-        tags={**ctx["tags"], **where_it_runs(ctx["accelerator"]), "rnnbench.precision": precision})
+        name=_run_name(variant, trial_id, ctx), role=ctx.get("role", "trial"),
+        tags={**ctx["tags"], **where_it_runs(ctx["accelerator"]), "rnnbench.precision": precision,
+              "rnnbench.seed": str(ctx["seed"])})
     tracking.patiently(tracking.dataset_input, uri, run_id, dataset.manifest)  # its data version
     logger = TrialLogger(tracking_uri=uri, run_id=run_id)
     report = TuneReportCheckpointCallback(metrics=task.report_metrics, filename=CHECKPOINT_FILE,
@@ -357,7 +365,8 @@ def train_ddp_trial(config: dict[str, Any], dataset_ref, manifest: dict[str, Any
     uri = ctx["tracking_uri"]
     run_id = tracking.patiently(
         tracking.open_trial_run, uri, ctx["experiment_id"], ctx["parent_run_id"], trial_id,
-        name=f"{variant.name}-{trial_id}", tags=ctx["tags"])
+        name=_run_name(variant, trial_id, ctx), role=ctx.get("role", "trial"),
+        tags={**ctx["tags"], "rnnbench.seed": str(ctx["seed"])})
     tracking.patiently(tracking.dataset_input, uri, run_id, manifest)
     gpu = ctx["accelerator"] == "gpu"
     per_worker = {"CPU": ctx["cpus_per_worker"], **({"GPU": ctx["gpus_per_worker"]} if gpu else {})}

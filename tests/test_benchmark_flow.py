@@ -48,6 +48,7 @@ def test_runs_nest_benchmark_then_sweep_then_trial_and_none_is_left_running(fini
     assert all(s.data.tags["mlflow.parentRunId"] == bench.info.run_id for s in sweeps)
     sweep_ids = {s.info.run_id for s in sweeps}
     assert len(trials) == 4 and all(t.data.tags["mlflow.parentRunId"] in sweep_ids for t in trials)
+    assert not _role(runs, "final"), "no seed repeats: the tiny budget has seeds off"
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert all(r.data.tags.get("dataset") == "japanese-vowels" for r in sweeps + trials)
     digests = {r.inputs.dataset_inputs[0].dataset.digest for r in sweeps + trials}
@@ -67,6 +68,7 @@ def test_leaderboard_ranks_variants_on_validation_above_the_baseline(finished):
     accs = board["val/acc"].tolist()
     assert accs[0] >= accs[1] > accs[2], "the baseline row carries its validation score too"
     assert board.attrs["headlines"][0].startswith("Ranked and chosen on val/acc")
+    assert "n" not in board.columns and not any("seed" in line for line in board.attrs["headlines"])
     assert (board["params"].iloc[:2] > 0).all()
     logged = {a.path for a in client.list_artifacts(result["run_id"], "leaderboard")}
     assert {"leaderboard/leaderboard.md", "leaderboard/leaderboard_japanese-vowels.csv"} <= logged
