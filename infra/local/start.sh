@@ -108,13 +108,16 @@ launch mlflow env MLFLOW_AUTH_CONFIG_PATH="$svc/mlflow/basic_auth.ini" \
     "$RNNBENCH_BIN/mlflow" server --app-name basic-auth \
     --backend-store-uri "postgresql+psycopg2://$db_url/mlflow" --artifacts-destination "$svc/mlflow/artifacts" \
     --host "$RNNBENCH_MLFLOW_HOST" --port "$RNNBENCH_MLFLOW_PORT" --workers 1 \
-    --allowed-hosts "$mlflow_addr,localhost:$RNNBENCH_MLFLOW_PORT"
+    --allowed-hosts "$mlflow_addr,localhost:$RNNBENCH_MLFLOW_PORT" \
+    --cors-allowed-origins "http://$mlflow_addr"  # its UI's own calls: only loopback's usual names are implied
 
-# --- Prefect: its API and UI on PostgreSQL (asyncpg), behind basic auth
+# --- Prefect: its API and UI on PostgreSQL (asyncpg), behind basic auth; the UI calls the API
+# at PREFECT_UI_API_URL, 127.0.0.1:4200 unless told
 prefect_addr=$RNNBENCH_PREFECT_HOST:$RNNBENCH_PREFECT_PORT
 launch prefect env -u PREFECT_API_URL PREFECT_HOME="$svc/prefect" PREFECT_SERVER_ANALYTICS_ENABLED=false \
     PREFECT_API_DATABASE_CONNECTION_URL="postgresql+asyncpg://$db_url/prefect" \
     PREFECT_SERVER_API_AUTH_STRING="$PREFECT_AUTH_STRING" \
+    PREFECT_UI_API_URL="${PREFECT_UI_API_URL:-http://$prefect_addr/api}" \
     "$RNNBENCH_BIN/prefect" server start --host "$RNNBENCH_PREFECT_HOST" \
     --port "$RNNBENCH_PREFECT_PORT"
 
