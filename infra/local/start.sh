@@ -93,7 +93,8 @@ launch() {  # name, command...: in a session of its own, so stop.sh ends the who
 }
 
 # --- MLflow: the basic-auth app reads its user database from an ini file, written here (the
-# admin user is created from MLFLOW_AUTH_ADMIN_* the first time it starts)
+# admin user is created from MLFLOW_AUTH_ADMIN_* the first time it starts). Its job runner
+# (seven worker processes for GenAI jobs, which rnnbench never submits) is off unless asked for.
 mlflow_addr=$RNNBENCH_MLFLOW_HOST:$RNNBENCH_MLFLOW_PORT
 (umask 077; cat > "$svc/mlflow/basic_auth.ini" <<INI
 [mlflow]
@@ -105,6 +106,7 @@ INI
 launch mlflow env MLFLOW_AUTH_CONFIG_PATH="$svc/mlflow/basic_auth.ini" \
     MLFLOW_AUTH_ADMIN_USERNAME="$MLFLOW_TRACKING_USERNAME" MLFLOW_AUTH_ADMIN_PASSWORD="$MLFLOW_TRACKING_PASSWORD" \
     MLFLOW_FLASK_SERVER_SECRET_KEY="$MLFLOW_FLASK_SERVER_SECRET_KEY" \
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" \
     "$RNNBENCH_BIN/mlflow" server --app-name basic-auth \
     --backend-store-uri "postgresql+psycopg2://$db_url/mlflow" --artifacts-destination "$svc/mlflow/artifacts" \
     --host "$RNNBENCH_MLFLOW_HOST" --port "$RNNBENCH_MLFLOW_PORT" --workers 1 \
