@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	@# then the exact versions CI tests, then rnnbench itself with nothing more
 	@$(PIP) -r $(LOCK) >> $(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
 	@# compat editable mode: the project root on sys.path, so Ray workers see new files too
-	@$(PIP) --no-deps -e ".[test]" --config-settings editable_mode=compat >> $(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
+	@$(PIP) --no-deps -e ".[test,service]" --config-settings editable_mode=compat >> $(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
 	@# a lock that no longer satisfies pyproject.toml's ranges (or torch's needs) fails here
 	@$(BIN)/python -m pip check >> $(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
 	@$(BIN)/python -c "import torch, pytorch_lightning, ray, mlflow, prefect"
@@ -38,7 +38,7 @@ install: $(STAMP)
 
 # Regenerate $(LOCK) after changing dependencies in pyproject.toml, or to take newer releases:
 # a throwaway venv gets torch from TORCH_SPEC first (the CPU build, so that no nvidia-* or
-# triton package is resolved), then rnnbench with its test extra unpinned; the lock is its
+# triton package is resolved), then rnnbench with its test and service extras unpinned; the lock is its
 # pip freeze without pip, torch and rnnbench (--all: setuptools stays, torch requires it).
 # Where plain torch==X resolves to a CUDA build, run
 # make lock TORCH_SPEC="torch==X --index-url https://download.pytorch.org/whl/cpu"
@@ -49,7 +49,7 @@ lock:
 	$(PYTHON) -m venv "$$tmp/venv"; \
 	$$pip install --quiet --upgrade pip > "$$log" 2>&1 || { cat "$$log"; exit 1; }; \
 	$$pip install --quiet $(TORCH_SPEC) >> "$$log" 2>&1 || { cat "$$log"; exit 1; }; \
-	$$pip install --quiet ".[test]" >> "$$log" 2>&1 || { cat "$$log"; exit 1; }; \
+	$$pip install --quiet ".[test,service]" >> "$$log" 2>&1 || { cat "$$log"; exit 1; }; \
 	$$pip check; \
 	$$pip freeze --all --exclude-editable | grep -viE '^(pip|torch|rnnbench)(==| @)' | LC_ALL=C sort -f > "$$tmp/pins"; \
 	if grep -iE '^(nvidia-|triton)' "$$tmp/pins"; then \

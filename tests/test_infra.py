@@ -358,3 +358,21 @@ def test_ray_cluster_config_starts_nodes_as_the_readme_does():
     text = (INFRA / "ray-cluster.yaml").read_text()
     assert not URL_CREDENTIALS.search(text)
     assert not re.search(r"(?i)(password|token|secret)\s*[:=]\s*['\"]?[A-Za-z0-9]{12,}", text)
+
+
+def test_local_stack_scripts_are_strict_bind_loopback_and_commit_no_secret():
+    """infra/local runs in CI (tests/integration/test_service.py); here only what a reader of
+    the files can check: strict bash, loopback defaults, no credential in the repository."""
+    import subprocess
+
+    local = INFRA / "local"
+    for script in ("start.sh", "stop.sh"):
+        text = (local / script).read_text()
+        assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
+        subprocess.run(["bash", "-n", str(local / script)], check=True)
+    defaults = dict(re.findall(r': "\$\{(RNNBENCH_\w+):=([^}]*)\}"', (local / "env.sh").read_text()))
+    assert {defaults[f"RNNBENCH_{s}_HOST"] for s in ("PG", "MLFLOW", "PREFECT")} == {"127.0.0.1"}
+    assert defaults["RNNBENCH_PG_PORT"] != "5432", "never the system's default cluster"
+    for path in local.iterdir():
+        assigned = re.findall(r"^\s*(\w*(?:PASSWORD|SECRET|AUTH_STRING)\w*)=(\S+)", path.read_text(), re.M)
+        assert all("$" in value for _, value in assigned), f"{path.name}: a literal credential in {assigned}"

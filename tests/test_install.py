@@ -31,7 +31,8 @@ def _pins() -> dict[str, str]:
 
 def _direct_dependencies() -> list[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    specs = project["dependencies"] + project["optional-dependencies"]["test"]
+    extras = project["optional-dependencies"]
+    specs = project["dependencies"] + extras["test"] + extras["service"]
     names = [_canonical(re.match(r"[A-Za-z0-9._-]+", spec)[0]) for spec in specs]
     return [name for name in names if name != "torch"]
 
