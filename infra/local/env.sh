@@ -16,6 +16,13 @@ fi
 : "${RNNBENCH_MLFLOW_PORT:=5000}"
 : "${RNNBENCH_PREFECT_HOST:=127.0.0.1}"
 : "${RNNBENCH_PREFECT_PORT:=4200}"
+# Ray's head node, where rnnbench's runs schedule their trials. Not 127.0.0.1: `ray start`
+# silently replaces 127.0.0.1 and localhost with the machine's outbound address; 127.0.0.2 is
+# still loopback. Its CPUs (and GPUs) are the ones trials may use.
+: "${RNNBENCH_RAY_HOST:=127.0.0.2}"
+: "${RNNBENCH_RAY_PORT:=6380}"
+: "${RNNBENCH_RAY_CPUS:=$(nproc)}"
+: "${RNNBENCH_RAY_GPUS:=0}"
 # PostgreSQL's server programs (Debian's postgresql package), and where mlflow and prefect are
 : "${RNNBENCH_PG_BIN:=/usr/lib/postgresql/15/bin}"
 : "${RNNBENCH_BIN:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.venv/bin}"

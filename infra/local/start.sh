@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Starts rnnbench's service stack on this machine without containers: a PostgreSQL cluster of
 # its own (databases mlflow, mlflow_auth, prefect), an MLflow tracking server with basic auth
-# and proxied artifacts, and a Prefect server with basic auth, each waited for on its health
-# check. Writes $RNNBENCH_SERVICE_HOME/client.env, the settings a client needs. stop.sh stops it.
+# and proxied artifacts, a Prefect server with basic auth, and a Ray head node with token
+# authentication whose CPUs run the trials, each waited for on its health check. Writes $RNNBENCH_SERVICE_HOME/client.env, the settings a client needs. stop.sh stops it.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/env.sh"
@@ -10,14 +10,14 @@ svc=$RNNBENCH_SERVICE_HOME
 die() { echo "start.sh: $*" >&2; exit 1; }
 
 for prog in "$RNNBENCH_PG_BIN/initdb" "$RNNBENCH_PG_BIN/pg_ctl" "$RNNBENCH_PG_BIN/pg_isready" \
-            "$RNNBENCH_PG_BIN/psql" "$RNNBENCH_BIN/mlflow" "$RNNBENCH_BIN/prefect"; do
+            "$RNNBENCH_PG_BIN/psql" "$RNNBENCH_BIN/mlflow" "$RNNBENCH_BIN/prefect" "$RNNBENCH_BIN/ray"; do
     [ -x "$prog" ] || die "$prog not found (PostgreSQL: apt-get install postgresql, or set" \
         "RNNBENCH_PG_BIN; mlflow and prefect: make install, or set RNNBENCH_BIN)"
 done
 "$RNNBENCH_BIN/python" -c "import flask_wtf, psycopg2" 2>/dev/null \
     || die "MLflow's auth app and PostgreSQL driver are missing: pip install -e '.[service]'"
 
-mkdir -p "$svc/logs" "$svc/run" "$svc/mlflow" "$svc/prefect"
+mkdir -p "$svc/logs" "$svc/run" "$svc/mlflow" "$svc/prefect" "$svc/ray/storage"
 chmod 711 "$svc"  # traversable, so the postgres user reaches its cluster below; nothing listed
 
 # Credentials: from the environment, else generated once and kept in secrets.env (mode 600)
@@ -32,6 +32,7 @@ PREFECT_AUTH_STRING=admin:$(secret)
 ENV
     )
 fi
+[ -f "$svc/ray/token" ] || (umask 077; secret > "$svc/ray/token")  # Ray's token authentication
 env_before=$(export -p)
 set -a; . "$svc/secrets.env"; set +a
 eval "$env_before"  # what the caller set wins over the file
@@ -123,10 +124,20 @@ launch prefect env -u PREFECT_API_URL PREFECT_HOME="$svc/prefect" PREFECT_SERVER
     "$RNNBENCH_BIN/prefect" server start --host "$RNNBENCH_PREFECT_HOST" \
     --port "$RNNBENCH_PREFECT_PORT"
 
+# --- Ray: a head node whose CPUs run the trials (--block keeps it in the group stop.sh ends);
+# Tune's state and checkpoints go to $svc/ray/storage, which every process here sees
+ray_addr=$RNNBENCH_RAY_HOST:$RNNBENCH_RAY_PORT
+launch ray env RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$svc/ray/token" \
+    "$RNNBENCH_BIN/ray" start --head --node-ip-address "$RNNBENCH_RAY_HOST" --port "$RNNBENCH_RAY_PORT" \
+    --num-cpus "$RNNBENCH_RAY_CPUS" --num-gpus "$RNNBENCH_RAY_GPUS" --include-dashboard false \
+    --disable-usage-stats --temp-dir "$svc/ray/tmp" --block
+
 wait_for mlflow curl -fsS "http://$mlflow_addr/health"
 echo "MLflow on http://$mlflow_addr (user $MLFLOW_TRACKING_USERNAME)"
 wait_for prefect curl -fsS "http://$prefect_addr/api/health"
 echo "Prefect on http://$prefect_addr (login: PREFECT_AUTH_STRING in $svc/secrets.env)"
+wait_for ray grep -q "Ray runtime started" "$svc/logs/ray.log"
+echo "Ray head on $ray_addr ($RNNBENCH_RAY_CPUS CPUs, $RNNBENCH_RAY_GPUS GPUs; token in $svc/ray/token)"
 
 (umask 077; cat > "$svc/client.env" <<ENV
 MLFLOW_TRACKING_URI=http://$mlflow_addr
@@ -134,6 +145,10 @@ MLFLOW_TRACKING_USERNAME=$MLFLOW_TRACKING_USERNAME
 MLFLOW_TRACKING_PASSWORD=$MLFLOW_TRACKING_PASSWORD
 PREFECT_API_URL=http://$prefect_addr/api
 PREFECT_API_AUTH_STRING=$PREFECT_AUTH_STRING
+RAY_ADDRESS=$ray_addr
+RAY_AUTH_MODE=token
+RAY_AUTH_TOKEN_PATH=$svc/ray/token
+RNNBENCH_STORAGE=$svc/ray/storage
 ENV
 )
 echo "Client settings: set -a; . $svc/client.env; set +a"

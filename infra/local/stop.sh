@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stops what start.sh started: the Prefect and MLflow servers (each whole process group) and
-# the stack's PostgreSQL cluster; waits until each is gone. The state folder is kept.
+# Stops what start.sh started: the Ray head, the Prefect and MLflow servers (each whole process
+# group) and the stack's PostgreSQL cluster; waits until each is gone. The state folder is kept.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/env.sh"
@@ -18,6 +18,7 @@ stop_group() {  # name: TERM its process group, KILL what is left after 30 s
     fi
     rm -f "$pidfile"
 }
+stop_group ray  # `ray start --block` stops its node's processes on SIGTERM
 stop_group prefect
 stop_group mlflow
 

@@ -29,7 +29,7 @@ from tests.integration.test_serve import _clean_env, _free_port, _stop_group
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = REPO / "infra" / "local"
-HOSTS = {"PG": "127.0.0.8", "MLFLOW": "127.0.0.9", "PREFECT": "127.0.0.10"}
+HOSTS = {"PG": "127.0.0.8", "MLFLOW": "127.0.0.9", "PREFECT": "127.0.0.10", "RAY": "127.0.0.11"}
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
@@ -129,7 +129,8 @@ async def _run_benchmark(timeout: float, serve_log: Path):
 
 def _serve(stack, home: Path, log: Path) -> subprocess.Popen:
     env = _clean_env()
-    env.update({k: v for k, v in stack.items() if k.startswith(("MLFLOW_", "PREFECT_"))})
+    # client.env: the servers, their credentials, the Ray head and Tune's storage
+    env.update({k: v for k, v in stack.items() if k.startswith(("MLFLOW_", "PREFECT_", "RAY_", "RNNBENCH_STORAGE"))})
     env["RNNBENCH_HOME"] = str(home)
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve"], cwd=REPO, env=env,
@@ -181,6 +182,9 @@ def test_benchmark_deployment_lands_in_postgres_backed_mlflow_and_prefect_and_th
     assert {tags[t["info"]["run_id"]]["mlflow.parentRunId"] for t in trials} == {sweep_id}
     metrics = lambda r: {m["key"] for m in r["data"].get("metrics", [])}  # noqa: E731
     assert {"val/loss", "val/acc"} <= metrics(trials[0])
+    # the trials ran on the stack's Ray head, their Tune state in its storage
+    assert {tags[t["info"]["run_id"]]["rnnbench.node_ip"] for t in trials} == {HOSTS["RAY"]}
+    assert any(Path(stack["RNNBENCH_STORAGE"]).iterdir()), "nothing in the stack's Tune storage"
     assert {"test/acc", "test/loss"} <= metrics(sweep)
 
     # the logged model, its files served by the tracking server's artifact proxy
