@@ -401,6 +401,12 @@ class PerStep(Task):
                                             for row, n in zip(steps, lengths.tolist())]})
 
 
+def _label_text(rows: list[list[int]]) -> list[str]:
+    """Label sequences as strings of one character per label (digit d is "d"), which is what
+    torchmetrics' CharErrorRate counts edits over."""
+    return ["".join(chr(ord("0") + c) for c in row) for row in rows]
+
+
 @dataclass(frozen=True)
 class Transcription(Task):
     """A label sequence of its own length for each input (``3141`` for "three one four one"):
@@ -443,9 +449,9 @@ class Transcription(Task):
         from modules.ctc import label_lists
 
         x, lengths, y = batch
-        text = lambda rows: ["".join(chr(48 + c) for c in row) for row in rows]  # one char per label
         # a beam set as a hyperparameter reaches ``data`` (flows.training.build_module)
-        return (text(self.transcripts(out, self.option(data, "beam"))), text(label_lists(y))), {}
+        hyps = self.transcripts(out, self.option(data, "beam"))
+        return (_label_text(hyps), _label_text(label_lists(y))), {}
 
     def baseline(self, train_y, data):
         """The most frequent label said the most frequent number of times."""
