@@ -139,8 +139,8 @@ class Variant:
     per_step_kwargs: Mapping[str, Any] = field(default_factory=dict)  # given on per-step tasks only
     data_args: tuple[str, ...] = ()  # dataset facts the encoder takes, when the dataset has them
     noncausal_why: str = ""  # how it reads a sequence, in words, when it is not causal
-    # whether it has per-step outputs of its own that a task can read a label sequence of
-    # another length from (CTC); if not, why not, in words
+    # why it cannot serve a task whose labels are a sequence of their own length, read off its
+    # per-step outputs (transcription's CTC), in words; empty: it can
     unaligned_why: str = ""
     sizing: Sizing = Sizing()  # the knobs size matching turns (a user's class: hidden_size alone)
 
