@@ -94,7 +94,8 @@ def write_artifact(target: Path, prepared: Prepared, manifest_base: dict[str, An
                 "length_mean": round(float(lengths.mean()), 3) if len(lengths) else 0.0,
             }
             if "num_classes" in prepared.meta:
-                counts = np.bincount(np.asarray(split.y, dtype=np.int64).ravel(),  # per-step too
+                labels = np.asarray(split.y, dtype=np.int64).ravel()  # per-step too
+                counts = np.bincount(labels[labels >= 0],  # label sequences are padded with -1
                                      minlength=prepared.meta["num_classes"])
                 shapes[split_name]["class_counts"] = counts.tolist()
         for key, value in sorted(prepared.extras.items()):

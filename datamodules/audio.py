@@ -1,7 +1,8 @@
 """Raw audio to frame sequences: a folder of ``<label>/<clip>.wav|flac|ogg`` decoded with
 soundfile, resampled with librosa (soxr), and turned into log-mel or MFCC frames by librosa.
 
-Also synthesizes ``spoken-digits`` with espeak-ng into that same folder layout.
+Also synthesizes ``spoken-digits`` with espeak-ng into that same folder layout, and
+``spoken-digit-strings`` (whole digit strings, transcribed rather than classified).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.artifact import Prepared
+from datamodules.artifact import Prepared, Split
 from datamodules.errors import DataError
-from datamodules.splits import labelled_splits, standardize
+from datamodules.splits import grouped_indices, labelled_splits, standardize
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 FEATURES = ("logmel", "mfcc")
@@ -85,6 +86,25 @@ def _clip_group(path: Path, pattern: str | None) -> str | None:
     return match.group(1) if match.groups() else match.group(0)
 
 
+def clip_frames(paths: list[Path], p: dict[str, Any]) -> tuple[list[np.ndarray], Counter, list[str]]:
+    """Each clip's frames (cut to ``max_frames``, or refused, as ``on_long`` says), the files'
+    own sample rates, and the names of the clips that were cut."""
+    with ThreadPoolExecutor(max_workers=4) as pool:  # soundfile and soxr release the GIL
+        decoded = list(pool.map(lambda path: decode(path, p["sample_rate"]), paths))
+    rates = Counter(rate for _, rate in decoded)
+    x, truncated = [], []
+    for path, (samples, _) in zip(paths, decoded):
+        frames = featurize(samples, p)
+        if len(frames) > p["max_frames"]:
+            if p["on_long"] == "error":
+                raise DataError(f"{path}: {len(frames)} frames, longer than max_frames="
+                                f"{p['max_frames']} (pass on_long=truncate to cut it)")
+            truncated.append(path.name)
+            frames = frames[: p["max_frames"]]
+        x.append(frames)
+    return x, rates, truncated
+
+
 def build_audio(root: Path, p: dict[str, Any]) -> Prepared:
     """Classify clips by their folder's label; voices/speakers disjoint when ``group_pattern``
     names them in the file names (first regex group)."""
@@ -95,19 +115,7 @@ def build_audio(root: Path, p: dict[str, Any]) -> Prepared:
     clips = scan_audio_folder(root)
     groups = [_clip_group(path, p.get("group_pattern")) for path, _ in clips]
     labels = [label for _, label in clips]
-    with ThreadPoolExecutor(max_workers=4) as pool:  # soundfile and soxr release the GIL
-        decoded = list(pool.map(lambda c: decode(c[0], p["sample_rate"]), clips))
-    rates = Counter(rate for _, rate in decoded)
-    x, truncated = [], []
-    for (path, _), (samples, _) in zip(clips, decoded):
-        frames = featurize(samples, p)
-        if len(frames) > p["max_frames"]:
-            if p["on_long"] == "error":
-                raise DataError(f"{path}: {len(frames)} frames, longer than max_frames="
-                                f"{p['max_frames']} (pass on_long=truncate to cut it)")
-            truncated.append(path.name)
-            frames = frames[: p["max_frames"]]
-        x.append(frames)
+    x, rates, truncated = clip_frames([path for path, _ in clips], p)
     splits, classes = labelled_splits(x, labels, p, groups=groups if groups[0] is not None else None,
                                       where=str(root))
     scaler = standardize(splits)
@@ -136,11 +144,16 @@ ESPEAK_INSTALL = ("spoken-digits is synthesized with espeak-ng, which is not ins
                   "`sudo dnf install espeak-ng` (Fedora) or `brew install espeak-ng` (macOS)")
 
 
-def espeak_version() -> str:
-    """espeak-ng's version line; its output differs between versions, so it keys the cache."""
+def _espeak() -> str:
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise DataError(ESPEAK_INSTALL)
+    return exe
+
+
+def espeak_version() -> str:
+    """espeak-ng's version line; its output differs between versions, so it keys the cache."""
+    exe = _espeak()
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout
     return out.split("Data at:")[0].strip()
 
@@ -148,9 +161,7 @@ def espeak_version() -> str:
 def synthesize_digits(folder: Path, p: dict[str, Any]) -> None:
     """``takes`` clips of each digit per voice (accent x variant), each take with its own
     speaking rate and pitch drawn from ``seed``; written as ``<digit>/<voice>_<take>.wav``."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise DataError(ESPEAK_INSTALL)
+    exe = _espeak()
     rng = np.random.default_rng(p["seed"])
     jobs = []
     for accent, variant in itertools.product(ACCENTS, VOICE_VARIANTS):
@@ -162,7 +173,10 @@ def synthesize_digits(folder: Path, p: dict[str, Any]) -> None:
                 jobs.append([exe, "-v", voice, "-s", str(rate), "-p", str(pitch), "-w", str(out), digit])
     for digit in DIGITS:
         (folder / digit).mkdir(parents=True, exist_ok=True)
+    _speak_all(jobs)
 
+
+def _speak_all(jobs: list[list[str]]) -> None:
     def speak(cmd: list[str]) -> None:
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
@@ -181,3 +195,64 @@ def build_spoken_digits(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
         prepared = build_audio(Path(tmp), {**p, "group_pattern": SPOKEN_DIGITS_GROUP})
     prepared.meta["synthetic"] = "speech synthesized with espeak-ng"
     return prepared
+
+
+# ---------------------------------------------------------------- spoken-digit-strings (synthetic)
+
+LABEL_PAD = -1  # fills a label row past its string's end; a task reads labels >= 0 only
+
+
+def synthesize_digit_strings(folder: Path, p: dict[str, Any]) -> list[tuple[Path, str, list[int]]]:
+    """``strings_per_voice`` digit strings per voice (accent x variant), each of
+    ``min_digits``..``max_digits`` digits read out as words ("three one four one"), with its own
+    speaking rate and pitch, all drawn from ``seed``. Returns (clip, accent, digits) in order."""
+    exe = _espeak()
+    if not 1 <= p["min_digits"] <= p["max_digits"]:
+        raise DataError(f"min_digits must be at least 1 and at most max_digits, got "
+                        f"min_digits={p['min_digits']}, max_digits={p['max_digits']}")
+    rng = np.random.default_rng(p["seed"])
+    clips, jobs = [], []
+    for accent, variant in itertools.product(ACCENTS, VOICE_VARIANTS):
+        voice = f"{accent}+{variant}"
+        for take in range(p["strings_per_voice"]):
+            rate, pitch = int(rng.integers(120, 201)), int(rng.integers(20, 81))
+            digits = rng.integers(0, 10, size=int(rng.integers(p["min_digits"], p["max_digits"] + 1))).tolist()
+            out = folder / f"{voice}_{take}.wav"
+            clips.append((out, accent, digits))
+            jobs.append([exe, "-v", voice, "-s", str(rate), "-p", str(pitch), "-w", str(out),
+                         " ".join(DIGITS[d] for d in digits)])
+    _speak_all(jobs)
+    return clips
+
+
+def build_spoken_digit_strings(files: dict[str, Path], p: dict[str, Any]) -> Prepared:
+    """Digit strings as label sequences: ``y`` holds each clip's digits (0-9) padded with
+    ``LABEL_PAD`` to ``max_digits``; whole accents are held out between the splits. Every clip
+    must have at least ``frames_per_label`` frames per digit, so that a model that shortens its
+    input (a strided front end) can be checked against CTC's need of an output at least as long
+    as the label before it trains."""
+    with tempfile.TemporaryDirectory(prefix="rnnbench-spoken-digit-strings-") as tmp:
+        clips = synthesize_digit_strings(Path(tmp), p)
+        x, rates, _ = clip_frames([path for path, _, _ in clips], {**p, "on_long": "error"})
+    for (path, _, digits), frames in zip(clips, x):
+        if len(frames) < p["frames_per_label"] * len(digits):
+            raise DataError(f"{path.name}: {len(frames)} frames for {len(digits)} digits, fewer than "
+                            f"frames_per_label={p['frames_per_label']} per digit; lower frames_per_label")
+    y = np.full((len(clips), p["max_digits"]), LABEL_PAD, dtype=np.int64)
+    for row, (_, _, digits) in enumerate(clips):
+        y[row, :len(digits)] = digits
+    accents = [accent for _, accent, _ in clips]
+    parts = grouped_indices(accents, p)
+    splits = {name: Split([x[i] for i in ids], y[ids], ids)
+              for name, ids in zip(("train", "val", "test"), parts)}
+    scaler = standardize(splits)
+    meta = {"num_classes": len(DIGITS), "input_dim": int(x[0].shape[1]), "vocab_size": 0,
+            "max_label_length": int(p["max_digits"]), "frames_per_label": int(p["frames_per_label"]),
+            "sample_rates": {str(k): v for k, v in sorted(rates.items())},
+            "groups": {name: sorted({accents[i] for i in ids}) for name, ids in
+                       zip(("train", "val", "test"), parts)},
+            "synthetic": "speech synthesized with espeak-ng"}
+    extras = {"labels": [str(d) for d in range(len(DIGITS))], "scaler": scaler,
+              "clips": [path.name for path, _, _ in clips],
+              "featurizer": {k: p[k] for k in ("sample_rate", "features", "n_mels", "n_mfcc")}}
+    return Prepared(splits, meta, extras)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from datamodules.artifact import Prepared, Split
-from datamodules.audio import build_spoken_digits, espeak_version
+from datamodules.audio import build_spoken_digit_strings, build_spoken_digits, espeak_version
 from datamodules.errors import DataError
 from datamodules.loaders import read_labelled_text, read_series, read_ts
 from datamodules.series import panel_splits, series_splits
@@ -297,6 +297,19 @@ DATASETS: dict[str, DatasetSpec] = {
             build=_build_store_sales,
             defaults={"seed": 17, "stores": 24, "days": 210, "window": 28, "horizon": 7,
                       "season": 7, "val_fraction": 0.15, "test_fraction": 0.15, "calendar": ""},
+        ),
+        DatasetSpec(
+            name="spoken-digit-strings", modality="synthetic speech", task="transcription",
+            description="synthetic speech: strings of 3-7 digits read by 98 espeak-ng voices, "
+                        "transcribed; whole accents held out (needs espeak-ng)",
+            folder="", files=(),
+            build=build_spoken_digit_strings,
+            # 7 accents: 5 train, 1 val, 1 test
+            defaults={"strings_per_voice": 6, "min_digits": 3, "max_digits": 7, "seed": 17,
+                      "sample_rate": 16000, "features": "logmel", "n_mels": 40, "n_mfcc": 20,
+                      "max_frames": 1000, "frames_per_label": 12, "val_fraction": 0.15,
+                      "test_fraction": 0.15},
+            versions=lambda: {"espeak-ng": espeak_version()},
         ),
     )
 }

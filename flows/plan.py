@@ -454,9 +454,10 @@ def make_plan(settings: Settings, preset: str | None = "quick", preset_path: str
                 skipped.append(f"{dataset} · {name} skipped: {reason}")
                 continue
             space = p.space_for(dataset, name)
-            problem = variant.check_space(space, task) or task.option_problem(
+            params = specs[dataset].params(p.dataset_params.get(dataset))
+            problem = variant.check_space(space, task, params) or task.option_problem(
                 {k: variants.listed_values(space[k]) or [] for k in task.hyperparameters if k in space},
-                specs[dataset].params(p.dataset_params.get(dataset)))
+                params)
             if problem:
                 raise PlanError(f"preset {p.name!r}, {dataset}: {problem}")
             pairs.append(Pair(dataset=dataset, variant=name))

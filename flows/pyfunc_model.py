@@ -17,8 +17,9 @@ on many series also needs a ``series`` column naming each row's series (its own 
 applied and undone); one trained with calendar inputs needs a ``time`` column holding each
 window's timestamps (the calendar channels are computed from them, never given).
 Output: as the task formats it: ``label`` and ``probability`` (classification), ``prediction``
-(regression; per-step tasks: the predicted next token or label at every step) or
-``t+1``..``t+H`` (forecasting, in the series' own units).
+(regression; per-step tasks: the predicted next token or label at every step),
+``t+1``..``t+H`` (forecasting, in the series' own units) or ``transcript`` (transcription: the
+label string, e.g. ``3141``).
 """
 
 import importlib

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 # What the network, the task and a logged model need to know about a prepared dataset.
 DATA_KEYS = ("task", "num_classes", "horizon", "input_dim", "vocab_size", "target_channel",
-             "window", "outputs", "season", "mase_scale", "calendar_channels")
+             "window", "outputs", "season", "mase_scale", "calendar_channels", "frames_per_label")
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -81,6 +81,8 @@ class FitResult:
 def build_module(variant: Variant, task: Task, hparams: Mapping[str, Any],
                  data: Mapping[str, Any]) -> SequenceModule:
     net = variant.build(task, data, hparams)
+    # the task's own hyperparameters reach its metrics too (transcription decodes with its beam)
+    data = {**data, **{k: v for k, v in task.resolved(hparams).items() if k in task.hyperparameters}}
     return SequenceModule(net, task, data, lr=float(hparams["lr"]),
                           weight_decay=float(hparams.get("weight_decay", 0.0)))
 

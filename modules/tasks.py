@@ -1,5 +1,5 @@
 """The task table: everything that differs between classification, forecasting, regression,
-language modelling and per-step prediction lives in one entry each: loss, metrics, the metric a
+language modelling, per-step prediction and transcription lives in one entry each: loss, metrics, the metric a
 sweep selects on and its direction, the head, the trivial baseline and how a served model
 formats its predictions, and the task-level hyperparameters it takes (forecasting's input
 normalization) with the wrapper that applies them. Code elsewhere asks the entry and never
@@ -48,6 +48,9 @@ class Task:
     mode: str  # "max" or "min": which direction is better for ``monitor``
     reported: tuple[str, ...]  # the metrics tables show, ``monitor`` first
     per_step: bool = False  # the head reads every step (many-to-many), not the pooled summary
+    # per-step outputs line up one to one with the labels; False: the labels are a sequence of
+    # their own length (a transcript), read off the outputs by the task (CTC)
+    aligned: bool = True
     causal: bool = False  # targets are the inputs shifted by one: only causal variants may train
     decodes: bool = False  # the target is a sequence a decoder can produce step by step (decoder_head)
     # Hyperparameters the task (not the variant) reads; every variant accepts them on this task.
@@ -412,6 +415,80 @@ class PerStep(Task):
                                             for row, n in zip(steps, lengths.tolist())]})
 
 
+def _label_text(rows: list[list[int]]) -> list[str]:
+    """Label sequences as strings of one character per label (digit d is "d"), which is what
+    torchmetrics' CharErrorRate counts edits over."""
+    return ["".join(chr(ord("0") + c) for c in row) for row in rows]
+
+
+@dataclass(frozen=True)
+class Transcription(Task):
+    """A label sequence of its own length for each input (``3141`` for "three one four one"):
+    the encoder's every frame scores the labels and a blank, trained with CTC; read off by
+    greedy decoding, or by a prefix beam search of width ``beam``. ``der``: the label error
+    rate (edit distance over reference length, as torchmetrics' CharErrorRate on label
+    strings; the digit error rate on digits); ``string_acc``: whole transcripts right.
+    Labels are the values >= 0 of each row of ``y`` (rows are padded with negative values)."""
+
+    hyperparameters: ClassVar[Mapping[str, Option]] = MappingProxyType(
+        {"beam": Option((1, 2, 4, 8, 16), default=1, before=1)})
+
+    def output_size(self, data):
+        return int(data["num_classes"]) + 1  # the blank last
+
+    def wrap(self, net, hparams, data):
+        from modules.ctc import CTCOutput
+
+        self.option(hparams, "beam")
+        return CTCOutput(net)
+
+    def loss(self, out, y):
+        from modules.ctc import ctc_loss
+
+        return ctc_loss(out, y)
+
+    def metrics(self, data):
+        from torchmetrics.text import CharErrorRate
+
+        from modules.ctc import StringAccuracy
+
+        return _collection({"der": CharErrorRate(), "string_acc": StringAccuracy()})
+
+    def transcripts(self, out, beam) -> list[list[int]]:
+        from modules.ctc import decode
+
+        return decode(out.detach().float().cpu(), beam)
+
+    def metric_inputs(self, out, batch, data):
+        from modules.ctc import label_lists
+
+        x, lengths, y = batch
+        # a beam set as a hyperparameter reaches ``data`` (flows.training.build_module)
+        hyps = self.transcripts(out, self.option(data, "beam"))
+        return (_label_text(hyps), _label_text(label_lists(y))), {}
+
+    def baseline(self, train_y, data):
+        """The most frequent label said the most frequent number of times."""
+        import numpy as np
+
+        from modules.ctc import RepeatedLabel
+
+        y = train_y.astype(np.int64)
+        label = int(np.bincount(y[y >= 0]).argmax())
+        times = int(np.bincount((y >= 0).sum(axis=1)).argmax())
+        return RepeatedLabel(label, times, self.output_size(data))
+
+    def baseline_name(self, data):
+        return "most frequent label x most frequent length"
+
+    def predictions(self, out, lengths, spec):
+        import pandas as pd
+
+        names = spec["labels"]
+        rows = self.transcripts(out, self.option(spec["hparams"], "beam"))
+        return pd.DataFrame({"transcript": ["".join(names[i] for i in row) for row in rows]})
+
+
 TASKS: dict[str, Task] = {t.name: t for t in (
     Classification("classification", monitor="acc", mode="max", reported=("acc", "f1")),
     Forecasting("forecasting", monitor="mae", mode="min",
@@ -420,6 +497,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     PerStep("language-model", monitor="bpc", mode="min", reported=("bpc", "acc"), per_step=True,
             causal=True, baseline_kind="unigram"),
     PerStep("sequence", monitor="bpc", mode="min", reported=("bpc", "acc"), per_step=True),
+    Transcription("transcription", monitor="der", mode="min", reported=("der", "string_acc"),
+                  per_step=True, aligned=False),
 )}
 BUILTIN = tuple(TASKS)
 

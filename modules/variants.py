@@ -42,6 +42,9 @@ class Constraint:
     # without one must be in every search space
     defaults: Mapping[str, Any] = field(default_factory=dict)
     applies: Callable[["Task"], bool] | None = None  # only on the tasks where this holds; None: all
+    # facts of the dataset (its parameters, or the prepared data's facts) passed to ``check``
+    # after ``params``; a dataset without them leaves the rule unchecked
+    facts: tuple[str, ...] = ()
 
     def holds_on(self, task: "Task | None") -> bool:
         """Whether the rule binds on ``task`` (a task-specific rule binds on no task at all)."""
@@ -81,8 +84,16 @@ def _unit_stride(stride: int) -> bool:
     return int(stride) == 1
 
 
-def _per_step(task: "Task") -> bool:
-    return task.per_step
+def _aligned(task: "Task") -> bool:
+    return task.per_step and task.aligned
+
+
+def _unaligned(task: "Task") -> bool:
+    return not task.aligned
+
+
+def _enough_outputs(stride: int, frames_per_label: int) -> bool:
+    return 2 * int(stride) <= int(frames_per_label)
 
 
 def _as_wide(hparams: Mapping[str, Any]) -> int:
@@ -130,6 +141,9 @@ class Variant:
     per_step_kwargs: Mapping[str, Any] = field(default_factory=dict)  # given on per-step tasks only
     data_args: tuple[str, ...] = ()  # dataset facts the encoder takes, when the dataset has them
     noncausal_why: str = ""  # how it reads a sequence, in words, when it is not causal
+    # why it cannot serve a task whose labels are a sequence of their own length, read off its
+    # per-step outputs (transcription's CTC), in words; empty: it can
+    unaligned_why: str = ""
     sizing: Sizing = Sizing()  # the knobs size matching turns (a user's class: hidden_size alone)
 
     @property
@@ -149,6 +163,9 @@ class Variant:
             why = ("reads sequences in both directions" if self.bidirectional
                    else self.noncausal_why or "is not declared causal")
             return f"{self.name} {why}, so on a {task.name} dataset it would see the tokens it must predict"
+        if not task.aligned and self.unaligned_why:
+            return (f"{self.name} {self.unaligned_why}, so on a {task.name} dataset it has no frames "
+                    "to read a label sequence from")
         return None
 
     def hyperparameters(self, task: "Task | None" = None) -> tuple[str, ...] | None:
@@ -158,9 +175,11 @@ class Variant:
             return None
         return (*ENCODER_ARGS, *TRAINING_ARGS, *self.extras, *(task.hyperparameters if task else ()))
 
-    def check_space(self, space: Mapping[str, Any], task: "Task | None" = None) -> str | None:
+    def check_space(self, space: Mapping[str, Any], task: "Task | None" = None,
+                    facts: Mapping[str, Any] | None = None) -> str | None:
         """Why some configuration of ``space`` (preset sampler tables) would be invalid for this
-        variant on a ``task`` dataset, in one line, or None when every configuration is valid."""
+        variant on a ``task`` dataset (whose parameters are ``facts``), in one line, or None
+        when every configuration is valid."""
         allowed = self.hyperparameters(task)
         if allowed is not None:
             unknown = sorted(k for k in space if k not in allowed)
@@ -177,8 +196,9 @@ class Variant:
                     return (f"{key} on a {task.name} dataset must be one of {', '.join(map(str, valid))} "
                             f"(a constant or a choice), got {bad[0] if bad else space[key]!r}")
         for rule in self.constraints:
-            if not rule.holds_on(task):
+            if not rule.holds_on(task) or any(f not in (facts or {}) for f in rule.facts):
                 continue
+            known = [facts[f] for f in rule.facts]
             missing = [p for p in rule.params if p not in space and p not in rule.defaults]
             if missing:
                 return f"{self.name} needs {', '.join(missing)} in its search space ({rule.rule})"
@@ -188,12 +208,13 @@ class Variant:
             if unlisted:
                 return (f"{self.name}: {', '.join(unlisted)} must be a constant, a choice or a small "
                         f"randint range so that '{rule.rule}' can be checked before any trial")
-            bad = [combo for combo in itertools.product(*options.values()) if not rule.check(*combo)]
+            bad = [combo for combo in itertools.product(*options.values()) if not rule.check(*combo, *known)]
             if bad:
                 shown = ", ".join("/".join(f"{p}={v}" for p, v in zip(rule.params, combo))
                                   for combo in bad[:4])
                 choices = "; ".join(f"{p} in {options[p]}" for p in rule.params)
-                return f"{self.name}: {rule.rule}, but the space allows {shown} ({choices})"
+                given = "".join(f", {f}={v}" for f, v in zip(rule.facts, known))
+                return f"{self.name}: {rule.rule}, but the space allows {shown} ({choices}{given})"
         return None
 
     def check_build(self, task: "Task", hparams: Mapping[str, Any]) -> None:
@@ -204,8 +225,9 @@ class Variant:
             raise VariantError(reason)
         for rule in self.constraints:
             values = [hparams.get(p, rule.defaults.get(p, _ABSENT)) for p in rule.params]
+            values += [data.get(f, _ABSENT) for f in rule.facts]
             if rule.holds_on(task) and _ABSENT not in values and not rule.check(*values):
-                given = ", ".join(f"{p}={v!r}" for p, v in zip(rule.params, values))
+                given = ", ".join(f"{p}={v!r}" for p, v in zip((*rule.params, *rule.facts), values))
                 raise VariantError(f"{self.name}: {rule.rule}, got {given}")
 
     def build(self, task: "Task", data: Mapping[str, Any], hparams: Mapping[str, Any]) -> "nn.Module":
@@ -301,7 +323,14 @@ _CONV = (
     Constraint(("stride",), _unit_stride,
                "stride must be 1 on a per-step task (a stride above 1 shortens the outputs, "
                "which then no longer line up with a label per step)",
-               defaults=_CONV_DEFAULTS, applies=_per_step),
+               defaults=_CONV_DEFAULTS, applies=_aligned),
+    # CTC reads a label from at least one output step, two between equal labels: with at least
+    # frames_per_label input frames per label, stride <= frames_per_label / 2 always leaves enough
+    Constraint(("stride",), _enough_outputs,
+               "stride must be at most frames_per_label / 2 on a transcription dataset (CTC needs "
+               "an output step per label and a blank between repeated ones; the dataset has at "
+               "least frames_per_label input frames per label)",
+               defaults=_CONV_DEFAULTS, applies=_unaligned, facts=("frames_per_label",)),
 )
 
 
@@ -400,6 +429,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     # one-to-one: no recurrence at all, so a table shows whether order matters on a dataset
     Variant(name="mlp", encoder="modules.forms:MLPEncoder", causal=False,
             noncausal_why="reads the whole sequence at once", data_args=("fixed_length", "window"),
+            unaligned_why="maps the whole input at once",
             per_step_kwargs={"per_step": True}, extras=("embed_size",), constraints=(_EMBED,),
             sizing=_EMBED_SIZING),
     _conv_rnn("lstm"), _conv_rnn("gru"),
