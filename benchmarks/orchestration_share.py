@@ -52,10 +52,11 @@ def preset_for(source: Path, dataset: str) -> str:
 
 
 def run(preset: Path, home: Path) -> tuple[float, float]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "RAY_ADDRESS"))}
-    env.update(RNNBENCH_HOME=str(home), COLUMNS="120")
+    from benchmarks.sweep_scaling import run_env
+
     start = time.time()
-    done = subprocess.run([RNNBENCH, "run", "--preset", str(preset)], env=env, capture_output=True, text=True)
+    done = subprocess.run([RNNBENCH, "run", "--preset", str(preset)], env=run_env(home),
+                          capture_output=True, text=True)
     end = time.time()
     if done.returncode != 0:
         raise SystemExit(f"rnnbench run failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")

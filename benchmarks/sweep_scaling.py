@@ -46,14 +46,24 @@ def run(preset: Path, home: Path, data: Path) -> tuple[float, float]:
     (seconds since the epoch)."""
     home.mkdir(parents=True)
     (home / "data").symlink_to(data)  # the same prepared artifacts: only the sweeps differ
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "RAY_ADDRESS"))}
-    env.update(RNNBENCH_HOME=str(home), COLUMNS="120")
+    env = run_env(home)
     start = time.time()
     done = subprocess.run([RNNBENCH, "run", "--preset", str(preset)], env=env, capture_output=True, text=True)
     end = time.time()
     if done.returncode != 0:
         raise SystemExit(f"rnnbench run failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     return start, end
+
+
+def run_env(home: Path) -> dict[str, str]:
+    """The environment of a benchmark's ``rnnbench run``: its own home, none of the caller's
+    Prefect, MLflow or Ray targets, and a longer wait for Prefect's temporary API (20 s by
+    default: at load average 20 on 2 cores it did not start in time and the run failed)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "RAY_ADDRESS"))}
+    env.update(RNNBENCH_HOME=str(home), COLUMNS="120",
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=os.environ.get(
+                   "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
+    return env
 
 
 def prepare(names: list[str], data: Path) -> None:
