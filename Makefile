@@ -79,7 +79,7 @@ test-integration: install
 # GPU benchmark's CPU smoke (under 10 minutes on 2 cores; results committed under
 # benchmarks/results/); every script runs even when an earlier one misses its target, and a
 # miss fails the target at the end. `bench-smoke` proves they all still run (one process,
-# sharing Ray and whole runs where the benchmarks allow: about 2 minutes on 2 cores;
+# sharing Ray and whole runs where the benchmarks allow: about 4 minutes on 2 loaded cores;
 # results under the git-ignored benchmarks/results/smoke/).
 # `python -m`: the checkout's own code, whichever checkout the venv was installed from.
 bench: install
