@@ -71,10 +71,12 @@ def prepare(names: list[str], data: Path) -> None:
     from datamodules import catalog
     from flows.settings import load_settings
 
-    data_root = load_settings(home=data.parent / "prepare").data_root
+    scratch = data.parent / "prepare"
+    data_root = load_settings(home=scratch).data_root
     for name in names:
         catalog.prepare(name, data_root)
     shutil.move(str(data_root), data)
+    shutil.rmtree(scratch)
 
 
 def measure(preset: str, repeats: int, smoke: bool,
