@@ -78,7 +78,8 @@ test-integration: install
 # the full step-overhead, data-path, trial-scaling and early-stopping-payoff benchmarks and the
 # GPU benchmark's CPU smoke (under 10 minutes on 2 cores; results committed under
 # benchmarks/results/); every script runs even when an earlier one misses its target, and a
-# miss fails the target at the end. `bench-smoke` proves they all still run (a few minutes;
+# miss fails the target at the end. `bench-smoke` proves they all still run (one process,
+# sharing Ray and whole runs where the benchmarks allow: about 4 minutes on 2 loaded cores;
 # results under the git-ignored benchmarks/results/smoke/).
 # `python -m`: the checkout's own code, whichever checkout the venv was installed from.
 bench: install
@@ -91,13 +92,7 @@ bench: install
 	exit $$rc
 
 bench-smoke: install
-	$(BIN)/python -m benchmarks.step_overhead --smoke
-	$(BIN)/python -m benchmarks.data_path --smoke
-	$(BIN)/python -m benchmarks.trial_scaling --smoke
-	$(BIN)/python -m benchmarks.asha_payoff --smoke
-	$(BIN)/python -m benchmarks.gpu --smoke
-	$(BIN)/python -m benchmarks.sweep_scaling --smoke
-	$(BIN)/python -m benchmarks.orchestration_share --smoke
+	$(BIN)/python -m benchmarks.smoke
 
 # Whole benchmarks, timed end to end: the quick preset's sweeps side by side vs one after
 # another (about 15 minutes on 2 cores; result in benchmarks/results/sweep_scaling.json), and

@@ -19,7 +19,7 @@ from __future__ import annotations
 import statistics
 
 from benchmarks.common import finish, parser, report, spread
-from benchmarks.tune_sweeps import sweep, workspace
+from benchmarks.tune_sweeps import Workspace, sweep, workspace
 from flows.plan import load_preset
 
 TARGET = 2.0
@@ -33,9 +33,12 @@ def best_score(grid, metric: str, mode: str) -> float:
     return float(pick(pick(r.metrics_dataframe[metric]) for r in grid))
 
 
-def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
-    trials, epochs, seeds = (4, 2, 1) if args.smoke else (16, 10, 3)
+def measure(ws: Workspace, smoke: bool) -> bool:
+    """Run the benchmark in ``ws`` (JapaneseVowels prepared, Ray started); print and save its line."""
+    from modules import tasks
+
+    assert ws.dataset == DATASET, f"asha_payoff runs on {DATASET}, not {ws.dataset}"
+    trials, epochs, seeds = (2, 2, 1) if smoke else (16, 10, 3)
     preset = load_preset("quick")
     space = preset.space_for(DATASET, VARIANT)
     asha = preset.budget.model_copy(update={"num_samples": trials, "max_epochs": epochs,
@@ -45,21 +48,18 @@ def main() -> None:
     epochs_run: dict[str, list[int]] = {side: [] for side in sides}
     best: dict[str, list[float]] = {side: [] for side in sides}
     seconds: dict[str, list[float]] = {side: [] for side in sides}
-    with workspace(DATASET) as ws:
-        from modules import tasks
-
-        task = tasks.get(ws.prepared.manifest["task"])
-        metric = f"val/{task.monitor}"
-        for seed in range(seeds):
-            order = list(sides) if seed % 2 == 0 else list(reversed(sides))
-            for side in order:
-                budget = sides[side].model_copy(update={"seed": seed})
-                elapsed, grid, _ = sweep(ws, VARIANT, budget, space, f"asha-payoff-{side}-seed{seed}")
-                epochs_run[side].append(sum(int(r.metrics["training_iteration"]) for r in grid))
-                best[side].append(best_score(grid, metric, task.mode))
-                seconds[side].append(elapsed)
-                print(f"  seed {seed} {side}: {epochs_run[side][-1]} trial-epochs, best {metric} "
-                      f"{best[side][-1]:.4f}, {elapsed:.0f} s", flush=True)
+    task = tasks.get(ws.prepared.manifest["task"])
+    metric = f"val/{task.monitor}"
+    for seed in range(seeds):
+        order = list(sides) if seed % 2 == 0 else list(reversed(sides))
+        for side in order:
+            budget = sides[side].model_copy(update={"seed": seed})
+            elapsed, grid, _ = sweep(ws, VARIANT, budget, space, f"asha-payoff-{side}-seed{seed}")
+            epochs_run[side].append(sum(int(r.metrics["training_iteration"]) for r in grid))
+            best[side].append(best_score(grid, metric, task.mode))
+            seconds[side].append(elapsed)
+            print(f"  seed {seed} {side}: {epochs_run[side][-1]} trial-epochs, best {metric} "
+                  f"{best[side][-1]:.4f}, {elapsed:.0f} s", flush=True)
     if epochs_run["full"] != [trials * epochs] * seeds:
         raise SystemExit(f"the full side ran {epochs_run['full']} trial-epochs, not {trials * epochs} per seed")
     per = [f / a for f, a in zip(epochs_run["full"], epochs_run["asha"])]
@@ -78,7 +78,13 @@ def main() -> None:
            "max_concurrent_trials": asha.max_concurrent_trials, "space": space, "metric": metric,
            "trial_epochs": epochs_run, "best": best, "fit_seconds": seconds, "ratios": per,
            "spread": s, "quality_gap": gap, "quality_ok": quality_ok}
-    ok = report("asha_payoff", s["median"], ">=", TARGET, note, raw=raw, smoke=args.smoke, also=quality_ok)
+    return report("asha_payoff", s["median"], ">=", TARGET, note, raw=raw, smoke=smoke, also=quality_ok)
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    with workspace(DATASET) as ws:
+        ok = measure(ws, args.smoke)
     finish(ok, args.smoke)
 
 

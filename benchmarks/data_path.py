@@ -70,11 +70,11 @@ def model_steps(steps: int):
     return run
 
 
-def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+def measure(smoke: bool) -> bool:
+    """Run both data sets against the model; print and save their lines."""
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    n, steps, repeats = (512, 4, 2) if args.smoke else (8192, 24, 9)
+    n, steps, repeats = (512, 4, 2) if smoke else (8192, 24, 9)
     rng = np.random.default_rng(0)
     text, text_batches = loader_epoch(text_splits(n, rng))
     series, series_batches = loader_epoch(series_splits(n, rng))
@@ -92,8 +92,13 @@ def main() -> None:
                "data_epoch_s": times[name], "model_s": times["model"],
                "data_batches_per_s": rate, "model_steps_per_s": model_rate, "ratios": per,
                "spread": s, "threads": torch.get_num_threads()}
-        ok.append(report(f"data_path_{name}", s["median"], ">=", TARGET, note, raw, args.smoke))
-    finish(all(ok), args.smoke)
+        ok.append(report(f"data_path_{name}", s["median"], ">=", TARGET, note, raw, smoke))
+    return all(ok)
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    finish(measure(args.smoke), args.smoke)
 
 
 if __name__ == "__main__":

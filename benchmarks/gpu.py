@@ -182,21 +182,21 @@ def processes(n: int, cfg: dict, accelerator: str) -> float:
     return n * cfg["n_train"] * cfg["epochs"] / wall
 
 
-def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+def measure(smoke: bool) -> bool:
+    """Both GPU benchmarks (on the CPU at tiny sizes when ``smoke``); print and save their lines."""
     quiet()
-    gpu = torch.cuda.is_available() and not args.smoke
+    gpu = torch.cuda.is_available() and not smoke
     accelerator, device = ("gpu", torch.device("cuda")) if gpu else ("cpu", torch.device("cpu"))
-    cfg = dict(SMOKE if args.smoke else FULL)
+    cfg = dict(SMOKE if smoke else FULL)
     if not gpu:
         cfg["threads"] = 1
         torch.set_num_threads(1)
     where = torch.cuda.get_device_name(0) if gpu else "cpu"
     ok = []
-    worst, raw = fit_vs_raw(cfg, accelerator, device, args.smoke)
+    worst, raw = fit_vs_raw(cfg, accelerator, device, smoke)
     errors = [k for k, v in raw["results"].items() if "error" in v]
     note = f"on {where}; worst {raw['worst']}" + (f"; unsupported: {', '.join(errors)}" if errors else "")
-    ok.append(report("gpu_fit_vs_raw", worst, ">=", 0.9, note, {"config": cfg, **raw}, args.smoke))
+    ok.append(report("gpu_fit_vs_raw", worst, ">=", 0.9, note, {"config": cfg, **raw}, smoke))
 
     n = cfg["procs"]
     single, many = [], []
@@ -208,8 +208,13 @@ def main() -> None:
     note = f"{n} processes vs 1 on {where}" + ("; smoke on CPU: no target applies" if not gpu else "")
     ok.append(report(f"gpu_processes_{n}_vs_1", s["median"], ">=", 2.5, note,
                      {"config": cfg, "single_samples_per_s": single, "many_samples_per_s": many,
-                      "ratios": per, "spread": s}, args.smoke))
-    finish(all(ok), args.smoke)
+                      "ratios": per, "spread": s}, smoke))
+    return all(ok)
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    finish(measure(args.smoke), args.smoke)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import re
 import statistics
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,10 +52,11 @@ def preset_for(source: Path, dataset: str) -> str:
 
 
 def run(preset: Path, home: Path) -> tuple[float, float]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "RAY_ADDRESS"))}
-    env.update(RNNBENCH_HOME=str(home), COLUMNS="120")
+    from benchmarks.sweep_scaling import run_env
+
     start = time.time()
-    done = subprocess.run([RNNBENCH, "run", "--preset", str(preset)], env=env, capture_output=True, text=True)
+    done = subprocess.run([RNNBENCH, "run", "--preset", str(preset)], env=run_env(home),
+                          capture_output=True, text=True)
     end = time.time()
     if done.returncode != 0:
         raise SystemExit(f"rnnbench run failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
@@ -109,29 +109,46 @@ def phases(home: Path, start: float, end: float, slots: int) -> dict[str, float]
     }
 
 
-def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
-    source = ROOT / "tests" / "presets" / "tiny.toml" if args.smoke else ROOT / "flows" / "presets" / "quick.toml"
+def source_preset(smoke: bool) -> Path:
+    return ROOT / "tests" / "presets" / "tiny.toml" if smoke else ROOT / "flows" / "presets" / "quick.toml"
+
+
+def slots_of(preset_text: str) -> int:
+    """The trial slots Ray offers this machine under the preset's budget."""
     import tomllib
 
-    budget = tomllib.loads(source.read_text())["budget"]
-    slots = max(1, int((os.cpu_count() or 1) // budget.get("cpus_per_trial", 1)))
+    budget = tomllib.loads(preset_text)["budget"]
+    return max(1, int((os.cpu_count() or 1) // budget.get("cpus_per_trial", 1)))
+
+
+def measure(smoke: bool) -> bool:
+    """Run the preset (``smoke``: the test preset) on JapaneseVowels from prepared data; print
+    and save the line."""
+    from benchmarks.sweep_scaling import prepare
+
+    source = source_preset(smoke)
     with tempfile.TemporaryDirectory(prefix="rnnbench-orchestration-") as tmp:
         root = Path(tmp)
         preset = root / f"{source.stem}-{DATASET}.toml"
         preset.write_text(preset_for(source, DATASET))
         home = root / "home"
-        env = {**os.environ, "RNNBENCH_HOME": str(root / "prepare")}
-        subprocess.run([RNNBENCH, "prepare", DATASET], env=env, check=True, capture_output=True)
         home.mkdir()
-        shutil.move(str(root / "prepare" / "data"), home / "data")
+        prepare([DATASET], home / "data")
         start, end = run(preset, home)
-        split = phases(home, start, end, slots)
+        return summarize(home, start, end, source.stem, preset.read_text(), smoke)
+
+
+def summarize(home: Path, start: float, end: float, preset_name: str, preset_text: str,
+              smoke: bool) -> bool:
+    """The share and its split by phase for the ``rnnbench run`` of ``preset_text`` on
+    JapaneseVowels that ran in ``home`` from ``start`` to ``end``; print and save the line."""
+    slots = slots_of(preset_text)
+    split = phases(home, start, end, slots)
     wall = end - start
     capacity = slots * wall
     steps = split["training and validation"]
     share = 1 - steps / capacity
-    print(f"  {source.stem} budget on {DATASET}: {split['_sweeps']} sweeps, {split['_trials']} trials, "
+    print(f"  {preset_name} budget on {DATASET}: {split['_sweeps']} sweeps, {split['_trials']} trials, "
           f"wall {wall:.0f} s x {slots} slots = {capacity:.0f} slot-s", flush=True)
     for name, value in split.items():
         if not name.startswith("_"):
@@ -141,10 +158,14 @@ def main() -> None:
           f"(trials' ends, test scoring, model logging)", flush=True)
     note = (f"training+validation {steps:.0f} of {capacity:.0f} slot-s ({slots} x {wall:.0f} s wall); "
             f"trials open {split['_trial_time'] / capacity:.0%} of it")
-    raw = {"preset": source.stem, "dataset": DATASET, "slots": slots, "wall_s": wall,
+    raw = {"preset": preset_name, "dataset": DATASET, "slots": slots, "wall_s": wall,
            "capacity_slot_s": capacity, "phases_slot_s": split}
-    ok = report("orchestration_share", share, "<=", TARGET, note, raw=raw, smoke=args.smoke)
-    finish(ok, args.smoke)
+    return report("orchestration_share", share, "<=", TARGET, note, raw=raw, smoke=smoke)
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    finish(measure(args.smoke), args.smoke)
 
 
 if __name__ == "__main__":

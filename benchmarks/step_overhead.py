@@ -172,8 +172,8 @@ def run_shape(shape: Shape, repeats: int, n_train: int, n_val: int, store: str, 
     return report(shape.name, s["median"], "<=", shape.target, note, raw, smoke)
 
 
-def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+def measure(smoke: bool) -> bool:
+    """Run every shape; print and save their lines."""
     warnings.filterwarnings("ignore")
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning").setLevel(logging.ERROR)
@@ -181,11 +181,16 @@ def main() -> None:
 
     for name in ("alembic", "mlflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    repeats, n_train, n_val = (2, 256, 128) if args.smoke else (15, 2048, 512)
+    repeats, n_train, n_val = (2, 256, 128) if smoke else (15, 2048, 512)
     # one throwaway tracking store for all shapes, like a sweep's trials sharing one
     with tempfile.TemporaryDirectory(prefix="rnnbench-bench-") as store:
-        ok = [run_shape(shape, repeats, n_train, n_val, store, args.smoke) for shape in SHAPES]
-    finish(all(ok), args.smoke)
+        ok = [run_shape(shape, repeats, n_train, n_val, store, smoke) for shape in SHAPES]
+    return all(ok)
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    finish(measure(args.smoke), args.smoke)
 
 
 if __name__ == "__main__":

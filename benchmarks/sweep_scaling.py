@@ -21,12 +21,14 @@ import tempfile
 import time
 import tomllib
 from pathlib import Path
+from typing import Callable
 
 from benchmarks.common import finish, parser, report, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 RNNBENCH = str(Path(sys.executable).parent / "rnnbench")
 TARGET = 1.3
+SMOKE_PRESET = ROOT / "tests" / "presets" / "tiny.toml"
 
 
 def preset_text(preset: str) -> str:
@@ -39,25 +41,48 @@ def one_after_another(text: str) -> str:
     return text.replace("[budget]", "[budget]\nmax_concurrent_sweeps = 1", 1)
 
 
-def run(preset: Path, home: Path, data: Path) -> float:
+def run(preset: Path, home: Path, data: Path) -> tuple[float, float]:
+    """``rnnbench run`` of ``preset`` in ``home`` on the prepared ``data``; its start and end
+    (seconds since the epoch)."""
     home.mkdir(parents=True)
     (home / "data").symlink_to(data)  # the same prepared artifacts: only the sweeps differ
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "RAY_ADDRESS"))}
-    env.update(RNNBENCH_HOME=str(home), COLUMNS="120")
-    start = time.perf_counter()
+    env = run_env(home)
+    start = time.time()
     done = subprocess.run([RNNBENCH, "run", "--preset", str(preset)], env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
+    end = time.time()
     if done.returncode != 0:
         raise SystemExit(f"rnnbench run failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-    return elapsed
+    return start, end
 
 
-def main() -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--preset", default="quick")
-    p.add_argument("--repeats", type=int, default=1)
-    args = p.parse_args()
-    preset = str(ROOT / "tests" / "presets" / "tiny.toml") if args.smoke else args.preset
+def run_env(home: Path) -> dict[str, str]:
+    """The environment of a benchmark's ``rnnbench run``: its own home, none of the caller's
+    Prefect, MLflow or Ray targets, and a longer wait for Prefect's temporary API (20 s by
+    default: at load average 20 on 2 cores it did not start in time and the run failed)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "RAY_ADDRESS"))}
+    env.update(RNNBENCH_HOME=str(home), COLUMNS="120",
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=os.environ.get(
+                   "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
+    return env
+
+
+def prepare(names: list[str], data: Path) -> None:
+    """The preset's datasets prepared into ``data``, in this process (no CLI or Prefect start)."""
+    from datamodules import catalog
+    from flows.settings import load_settings
+
+    scratch = data.parent / "prepare"
+    data_root = load_settings(home=scratch).data_root
+    for name in names:
+        catalog.prepare(name, data_root)
+    shutil.move(str(data_root), data)
+    shutil.rmtree(scratch)
+
+
+def measure(preset: str, repeats: int, smoke: bool,
+            side_by_side: Callable[[Path, float, float], None] | None = None) -> bool:
+    """Run the benchmark; print and save its line. ``side_by_side(home, start, end)`` is called
+    after each side-by-side run, while its rnnbench home still exists."""
     text = preset_text(preset)
     with tempfile.TemporaryDirectory(prefix="rnnbench-sweep-scaling-") as tmp:
         root = Path(tmp)
@@ -65,21 +90,30 @@ def main() -> None:
         sides["one_after_another"].write_text(one_after_another(text))
         sides["side_by_side"].write_text(text)
         data = root / "data"
-        env = {**os.environ, "RNNBENCH_HOME": str(root / "prepare")}
-        names = tomllib.loads(text).get("datasets") or []
-        subprocess.run([RNNBENCH, "prepare", *names], env=env, check=True, capture_output=True)
-        shutil.move(str(root / "prepare" / "data"), data)
+        prepare(tomllib.loads(text).get("datasets") or [], data)
         times: dict[str, list[float]] = {name: [] for name in sides}
-        for round_ in range(args.repeats):
+        for round_ in range(repeats):
             order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
             for name in order:
-                times[name].append(run(sides[name], root / f"{name}-{round_}", data))
+                home = root / f"{name}-{round_}"
+                start, end = run(sides[name], home, data)
+                times[name].append(end - start)
                 print(f"  {name}: {times[name][-1]:.1f} s", flush=True)
+                if name == "side_by_side" and side_by_side is not None:
+                    side_by_side(home, start, end)
     ratio = spread(times["one_after_another"])["median"] / spread(times["side_by_side"])["median"]
     note = (f"{Path(preset).stem}: one after another {spread(times['one_after_another'])['median']:.0f} s, "
-            f"side by side {spread(times['side_by_side'])['median']:.0f} s (median of {args.repeats})")
-    ok = report("sweep_scaling", ratio, ">=", TARGET, note, raw=times, smoke=args.smoke)
-    finish(ok, args.smoke)
+            f"side by side {spread(times['side_by_side'])['median']:.0f} s (median of {repeats})")
+    return report("sweep_scaling", ratio, ">=", TARGET, note, raw=times, smoke=smoke)
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--repeats", type=int, default=1)
+    args = p.parse_args()
+    preset = str(SMOKE_PRESET) if args.smoke else args.preset
+    finish(measure(preset, args.repeats, args.smoke), args.smoke)
 
 
 if __name__ == "__main__":

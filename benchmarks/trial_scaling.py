@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import finish, parser, ratios, report, spread
-from benchmarks.tune_sweeps import sweep, trial_record, workspace
+from benchmarks.tune_sweeps import Workspace, sweep, trial_record, workspace
 from flows import tracking
 from flows.plan import Budget
 
@@ -53,60 +53,70 @@ def plain_fit(artifact_dir: Path, epochs: int) -> None:
 
 
 def control(artifact_dir: Path, epochs: int) -> dict[str, float]:
-    """Seconds for two plain ``fit`` processes one after another and at once; imports are done
-    before the clock starts (each child waits for a line on stdin)."""
+    """Seconds for two plain ``fit`` processes one after another and at once. The same two
+    children serve both sides; before the clock starts each has done its imports and one
+    untimed 1-epoch fit (so both sides time warm fits), and each fit waits for a line on stdin."""
     code = ("import sys, warnings, logging; warnings.filterwarnings('ignore'); logging.disable(logging.WARNING); "
             "from benchmarks.trial_scaling import plain_fit; from pathlib import Path; "
-            "print('ready', flush=True); sys.stdin.readline(); "
-            f"plain_fit(Path({str(artifact_dir)!r}), {epochs})")
-    out = {}
-    for side, at_once in (("plain_one_after_another", False), ("plain_at_once", True)):
-        children = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True) for _ in range(2)]
+            f"data = Path({str(artifact_dir)!r}); plain_fit(data, 1); print('ready', flush=True)\n"
+            "while sys.stdin.readline().strip() == 'go':\n"
+            f"    plain_fit(data, {epochs}); print('done', flush=True)")
+    children = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
         for child in children:
-            assert child.stdout.readline().strip() == "ready"
-        start = time.perf_counter()
-        for child in children:
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            if not at_once:
-                child.stdin.close()
-                child.wait()
-        for child in children:
+            if child.stdout.readline().strip() != "ready":
+                raise SystemExit(f"the control's plain fit failed ({child.wait()})")
+        out = {}
+        for side, at_once in (("plain_one_after_another", False), ("plain_at_once", True)):
+            start = time.perf_counter()
+            for child in children:
+                child.stdin.write("go\n")
+                child.stdin.flush()
+                if not at_once:
+                    _done(child)
             if at_once:
-                child.stdin.close()
-            if child.wait() != 0:
-                raise SystemExit(f"the control's plain fit failed ({child.returncode})")
-        out[side] = time.perf_counter() - start
-    return out
+                for child in children:
+                    _done(child)
+            out[side] = time.perf_counter() - start
+        return out
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.stdin.close()  # its loop ends at end of input
+            child.wait()
 
 
-def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
-    trials, epochs, rounds = (4, 1, 1) if args.smoke else (TRIALS, 6, 2)
+def _done(child: subprocess.Popen) -> None:
+    if child.stdout.readline().strip() != "done":
+        raise SystemExit(f"the control's plain fit failed ({child.wait()})")
+
+
+def measure(ws: Workspace, smoke: bool) -> bool:
+    """Run the benchmark in ``ws`` (JapaneseVowels prepared, Ray started); print and save its line."""
+    trials, epochs, rounds = (2, 1, 1) if smoke else (TRIALS, 6, 2)
     times: dict[str, list[float]] = {"one_at_a_time": [], "two_at_a_time": []}
     fits: dict[str, list[float]] = {side: [] for side in times}
     controls: list[dict[str, float]] = []
     concurrency = {"one_at_a_time": 1, "two_at_a_time": 2}
-    with workspace() as ws:
-        for round_ in range(rounds):
-            order = list(times) if round_ % 2 == 0 else list(reversed(times))
-            for side in order:
-                budget = Budget(num_samples=trials, max_epochs=epochs, grace_period=epochs,
-                                max_concurrent_trials=concurrency[side], cpus_per_trial=1,
-                                max_concurrent_sweeps=1, seed=0)
-                elapsed, grid, runs = sweep(ws, VARIANT, budget, SPACE, f"trial-scaling-{side}-{round_}")
-                done = [int((r.metrics or {}).get("training_iteration", 0)) for r in grid]
-                assert done == [epochs] * trials, f"{side}: trials ran {done} epochs, not {epochs} each"
-                spans = [trial_record(tracking.client(ws.settings.tracking_uri), r)[:2] for r in runs]
-                phase = max(end for _, end in spans) - min(start for start, _ in spans)
-                times[side].append(phase)
-                fits[side].append(elapsed)
-                print(f"  {side}: {trials} trials in {phase:.1f} s ({elapsed:.1f} s in Tuner.fit)", flush=True)
-            controls.append(control(ws.artifact_dir, trials * epochs // 2))
-            print(f"  control, two plain fit processes: one after another "
-                  f"{controls[-1]['plain_one_after_another']:.1f} s, at once {controls[-1]['plain_at_once']:.1f} s",
-                  flush=True)
+    for round_ in range(rounds):
+        order = list(times) if round_ % 2 == 0 else list(reversed(times))
+        for side in order:
+            budget = Budget(num_samples=trials, max_epochs=epochs, grace_period=epochs,
+                            max_concurrent_trials=concurrency[side], cpus_per_trial=1,
+                            max_concurrent_sweeps=1, seed=0)
+            elapsed, grid, runs = sweep(ws, VARIANT, budget, SPACE, f"trial-scaling-{side}-{round_}")
+            done = [int((r.metrics or {}).get("training_iteration", 0)) for r in grid]
+            assert done == [epochs] * trials, f"{side}: trials ran {done} epochs, not {epochs} each"
+            spans = [trial_record(tracking.client(ws.settings.tracking_uri), r)[:2] for r in runs]
+            phase = max(end for _, end in spans) - min(start for start, _ in spans)
+            times[side].append(phase)
+            fits[side].append(elapsed)
+            print(f"  {side}: {trials} trials in {phase:.1f} s ({elapsed:.1f} s in Tuner.fit)", flush=True)
+        controls.append(control(ws.artifact_dir, trials * epochs // 2))
+        print(f"  control, two plain fit processes: one after another "
+              f"{controls[-1]['plain_one_after_another']:.1f} s, at once {controls[-1]['plain_at_once']:.1f} s",
+              flush=True)
     per = ratios(times["one_at_a_time"], times["two_at_a_time"])
     s = spread(per)
     whole = spread(ratios(fits["one_at_a_time"], fits["two_at_a_time"]))["median"]
@@ -118,7 +128,13 @@ def main() -> None:
     raw = {"trials": trials, "epochs": epochs, "variant": VARIANT, "space": SPACE,
            "trial_phase_s": times, "tuner_fit_s": fits, "ratios": per, "spread": s,
            "tuner_fit_ratio": whole, "control_s": controls, "control_ratio": plain}
-    ok = report("trial_scaling", s["median"], ">=", TARGET, note, raw=raw, smoke=args.smoke)
+    return report("trial_scaling", s["median"], ">=", TARGET, note, raw=raw, smoke=smoke)
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    with workspace() as ws:
+        ok = measure(ws, args.smoke)
     finish(ok, args.smoke)
 
 

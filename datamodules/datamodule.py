@@ -18,6 +18,8 @@ class SequenceDataset(Dataset):
     def __init__(self, x: list[np.ndarray], y: np.ndarray):
         self.x = [torch.from_numpy(np.ascontiguousarray(s)) for s in x]
         self.y = torch.from_numpy(np.ascontiguousarray(y))
+        self.lengths = torch.tensor([len(s) for s in self.x], dtype=torch.int64)
+        self.fixed_length = len(set(self.lengths.tolist())) <= 1
 
     def __len__(self) -> int:
         return len(self.x)
@@ -25,9 +27,22 @@ class SequenceDataset(Dataset):
     def __getitem__(self, i: int):
         return self.x[i], self.y[i]
 
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A whole batch, already collated as ``collate`` would (the DataLoader calls this when
+        it exists): one index op for lengths and targets, and a plain stack when every sequence
+        has the same length, instead of a Python call, a tuple and a length per sample (a third
+        of the loop's own cost per step for a small LSTM: benchmarks/step_overhead.py)."""
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        seqs = [self.x[i] for i in indices]
+        x = torch.stack(seqs) if self.fixed_length else pad_sequence(seqs, batch_first=True)
+        return x, self.lengths[idx], self.y[idx]
+
 
 def collate(batch):
-    """(x padded with zeros to the batch's longest, lengths, y)."""
+    """(x padded with zeros to the batch's longest, lengths, y). A batch that
+    ``SequenceDataset.__getitems__`` already collated passes through."""
+    if isinstance(batch, tuple):
+        return batch
     seqs, ys = zip(*batch)
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
     return pad_sequence(list(seqs), batch_first=True), lengths, torch.stack(ys)

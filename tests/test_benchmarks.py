@@ -126,3 +126,14 @@ def test_orchestration_phases_add_up_to_the_slots_wall_time(tmp_path):
     assert (split["_sweep_head_s"], split["_sweep_tail_s"]) == pytest.approx((20 - 10, 50 - 33))
     text = preset_for(ROOT / "flows" / "presets" / "quick.toml", "japanese-vowels")
     assert 'datasets = ["japanese-vowels"]' in text and "[dataset_space.sunspots]" in text
+
+
+def test_the_smoke_shares_one_tiny_run_only_while_the_test_preset_is_what_orchestration_runs():
+    """bench-smoke reuses sweep_scaling's side-by-side run as orchestration_share's smoke: that
+    holds only while the test preset lists JapaneseVowels alone (a change there fails here
+    first, not in CI's bench-smoke)."""
+    from benchmarks import orchestration_share, sweep_scaling
+
+    preset = sweep_scaling.SMOKE_PRESET
+    assert orchestration_share.source_preset(smoke=True) == preset
+    assert orchestration_share.preset_for(preset, orchestration_share.DATASET) == preset.read_text()

@@ -146,6 +146,28 @@ def test_collate_keeps_token_ids_as_integers():
     assert x.dtype == torch.int64 and x.tolist() == [[3, 4, 5], [6, 0, 0]] and lengths.tolist() == [3, 1]
 
 
+@pytest.mark.parametrize("ragged", [True, False])
+def test_batches_fetched_whole_equal_those_collated_sample_by_sample(ragged):
+    """The DataLoader takes a batch from ``SequenceDataset.__getitems__`` in one call; it must
+    be exactly what collating the samples one by one gives, for ragged and fixed lengths."""
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+
+    from datamodules.datamodule import SequenceDataset
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 9, 21) if ragged else np.full(21, 6)
+    ds = SequenceDataset([rng.standard_normal((n, 3)).astype(np.float32) for n in lengths],
+                         rng.integers(0, 4, 21))
+    order = [b.tolist() for b in torch.randperm(21, generator=torch.Generator().manual_seed(0)).split(4)]
+    batches = list(DataLoader(ds, batch_sampler=order, collate_fn=collate))
+    assert len(batches) == len(order) == 6
+    for indices, batch in zip(order, batches):
+        expected = collate([ds[i] for i in indices])
+        assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(batch, expected))
+
+
 def test_unknown_dataset_names_the_valid_ones():
     with pytest.raises(DataError, match="unknown dataset 'mnist'; valid: japanese-vowels, rotten-tomatoes, sunspots, electricity, seq-mnist, adding, copy-memory, spoken-digits, shakespeare-char"):
         get_dataset("mnist")
