@@ -307,6 +307,10 @@ def apply_environment(settings: Settings) -> None:
     # and, on a busy 2-core machine, printed "database is locked" tracebacks
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client prints a telemetry notice otherwise
+    # Prefect's temporary API gets 20 s to start by default; on 2 busy cores it took longer and
+    # the whole command failed with "Timed out while attempting to connect to ephemeral Prefect
+    # API server" before any work
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@")
