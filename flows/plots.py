@@ -18,6 +18,7 @@ import pandas as pd
 from flows import gradients, leaderboard, tracking
 
 PAGE = "report.html"
+EPOCH_SECONDS = ("time/train_epoch_s", "time/val_epoch_s")  # flows.trial.EpochTimes logs them per epoch
 # file prefix -> what the figure shows (its caption in the report)
 FIGURES = {
     "size": "test score against parameter count",
@@ -32,9 +33,10 @@ class Trial:
     run_id: str
     trial_id: str
     start_ms: int
-    seconds: float  # the trial run's wall time, start to end
+    seconds: float  # the trial run's wall time, start to end (start-up included)
     stopped_early: bool
     curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch from 1, value)
+    epoch_seconds: dict[int, float] = field(default_factory=dict)  # epoch from 1 -> training + validation s
 
 
 @dataclass
@@ -54,24 +56,33 @@ def _usable(row: pd.Series) -> bool:
 def sweeps(tracking_uri: str, board: pd.DataFrame) -> dict[str, Sweep]:
     """Each ranked variant's sweep with its trials and their curves of the selection metric:
     two requests per sweep (the run, its children) and one per trial (its history)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     c = tracking.client(tracking_uri)
     metric = board.attrs["metric"]
+
+    def trial(child) -> Trial:
+        end = child.info.end_time or child.info.start_time
+        out = Trial(child.info.run_id, child.data.tags.get("rnnbench.trial_id", ""), child.info.start_time,
+                    max(0.0, (end - child.info.start_time) / 1000),
+                    child.data.tags.get("rnnbench.stopped_early") == "true")
+        history = sorted(c.get_metric_history(child.info.run_id, metric), key=lambda m: m.step)
+        out.curve = [(m.step + 1, m.value) for m in history]
+        for key in EPOCH_SECONDS:
+            if key in child.data.metrics:  # runs before these timings existed have none
+                for m in c.get_metric_history(child.info.run_id, key):
+                    out.epoch_seconds[m.step + 1] = out.epoch_seconds.get(m.step + 1, 0.0) + m.value
+        return out
+
     out: dict[str, Sweep] = {}
     for _, row in board.iterrows():
         if not _usable(row):
             continue
         run = c.get_run(row["run_id"])
-        trials = []
-        for child in tracking.children(tracking_uri, run.info.experiment_id, run.info.run_id):
-            if child.data.tags.get(tracking.ROLE) != "trial":
-                continue  # seed repeats (final) are not part of the search
-            history = sorted(c.get_metric_history(child.info.run_id, metric), key=lambda m: m.step)
-            end = child.info.end_time or child.info.start_time
-            trials.append(Trial(child.info.run_id, child.data.tags.get("rnnbench.trial_id", ""),
-                                child.info.start_time, max(0.0, (end - child.info.start_time) / 1000),
-                                child.data.tags.get("rnnbench.stopped_early") == "true",
-                                [(m.step + 1, m.value) for m in history]))
-        trials.sort(key=lambda t: t.start_ms)
+        children = [r for r in tracking.children(tracking_uri, run.info.experiment_id, run.info.run_id)
+                    if r.data.tags.get(tracking.ROLE) == "trial"]  # seed repeats are not the search
+        with ThreadPoolExecutor(max_workers=4) as pool:  # histories: up to 3 requests per trial
+            trials = sorted(pool.map(trial, children), key=lambda t: t.start_ms)
         out[str(row["variant"])] = Sweep(str(row["variant"]), run.info.run_id,
                                          int(run.data.params.get("max_epochs", 0)),
                                          run.data.tags.get("rnnbench.best_trial_id", ""), trials)
@@ -95,15 +106,19 @@ def best_trial(sweep: Sweep, mode: str) -> Trial | None:
 
 
 def time_to_quality(sweep: Sweep, mode: str) -> list[tuple[float, float]]:
-    """(cumulative trial seconds, best validation score so far) after each trial, trials taken
-    in the order they started."""
+    """(training seconds spent, best validation score so far) after each epoch of each trial,
+    trials taken in the order they started: compute, not wall-clock (trials run side by side).
+    A trial without per-epoch timings counts its run's wall time, one point at its end."""
     points, spent, best = [], 0.0, None
     for trial in sweep.trials:
-        spent += trial.seconds
-        if trial.curve:
-            value = _best([v for _, v in trial.curve], mode)
+        timed = bool(trial.curve) and all(e in trial.epoch_seconds for e, _ in trial.curve)
+        steps = [(trial.epoch_seconds[e], v) for e, v in trial.curve] if timed else (
+            [(trial.seconds, _best([v for _, v in trial.curve], mode))] if trial.curve else [])
+        if not trial.curve:
+            spent += sum(trial.epoch_seconds.values()) or trial.seconds
+        for seconds, value in steps:
+            spent += seconds
             best = value if best is None else _best([best, value], mode)
-        if best is not None:
             points.append((spent, best))
     return points
 
@@ -185,12 +200,11 @@ def compute_figure(dataset: str, board: pd.DataFrame, found: dict[str, Sweep], p
         return None
     fig, ax = _figure()
     for label, points in lines.items():
-        ax.step([0.0, *(x for x, _ in points)], [points[0][1], *(y for _, y in points)], where="post",
-                label=label, linewidth=1.6)
-        ax.plot([x for x, _ in points], [y for _, y in points], "o", markersize=3, color=ax.lines[-1].get_color())
-    ax.set_xlabel("trial seconds spent (cumulative, trials in the order they started)")
+        ax.step([x for x, _ in points], [y for _, y in points], where="post", label=label,
+                linewidth=1.6, marker="o", markersize=3)
+    ax.set_xlabel("training seconds spent (summed over the sweep's trials in the order they started)")
     ax.set_ylabel(f"best {metric} so far")
-    ax.set_title(f"{dataset}: time to quality (each point: a trial ended)", fontsize=10)
+    ax.set_title(f"{dataset}: time to quality (each point: an epoch of a trial ended)", fontsize=10)
     return _save(fig, ax, path)
 
 

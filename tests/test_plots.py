@@ -50,6 +50,9 @@ def store(tmp_path_factory) -> tuple[str, str, str]:
                 "rnnbench.stopped_early": str(len(curve) < 3).lower()}).info.run_id
             for epoch, value in enumerate(curve):
                 client.log_metric(run, "val/acc", value, step=epoch)
+                if variant == "gru":  # per-epoch timings: a second of validation after each epoch
+                    client.log_metric(run, "time/train_epoch_s", seconds / len(curve) - 1, step=epoch)
+                    client.log_metric(run, "time/val_epoch_s", 1.0, step=epoch)
             client.set_terminated(run, "FINISHED", end_time=t0 + seconds * 1000)
         client.set_terminated(sweep, "FINISHED")
     client.set_terminated(bench, "FINISHED")
@@ -61,7 +64,9 @@ def test_time_to_quality_adds_trial_seconds_in_start_order_and_keeps_the_best_so
     board = leaderboard.build(uri, exp, bench)["jv"]
     found = plots.sweeps(uri, board)
     assert plots.time_to_quality(found["lstm"], "max") == [(10, 0.8), (14, 0.8), (26, 0.9)]
-    assert plots.time_to_quality(found["gru"], "max") == [(8, 0.7), (11, 0.7)]
+    # timed per epoch: every epoch is a point (8 s over 3 epochs, then 3 s for 1)
+    assert plots.time_to_quality(found["gru"], "max") == [
+        (pytest.approx(8 / 3), 0.55), (pytest.approx(16 / 3), 0.65), (pytest.approx(8), 0.7), (11, 0.7)]
     # the sweep's tag names the best trial, not the highest curve
     assert plots.best_trial(found["lstm"], "max").trial_id == "lstm0"
     assert [t.stopped_early for t in found["lstm"].trials] == [False, True, False]
