@@ -1,7 +1,7 @@
 """A benchmark's pictures and its one-page report, drawn from the MLflow tracking store alone:
 per dataset, the test score against parameter count, each variant's best-trial validation
-curve, the best validation score against compute spent, and the trial curves of the winner's
-sweep with ASHA's early stops; then one self-contained HTML page (leaderboards as tables, every
+curve, the best validation score against compute spent, and the trial curves of one sweep
+with ASHA's early stops; then one self-contained HTML page (leaderboards as tables, every
 figure embedded). Used by the benchmark flow and by ``rnnbench report``. A figure that cannot be
 drawn is a warning line, never a failed benchmark.
 """
@@ -24,7 +24,7 @@ FIGURES = {
     "size": "test score against parameter count",
     "curves": "validation curve of each variant's best trial",
     "compute": "best validation score against compute spent (time to quality)",
-    "asha": "trial curves of the winner's sweep, ASHA's early stops marked",
+    "asha": "trial curves of one sweep (the best ranked where ASHA stopped a trial), early stops marked",
 }
 
 
@@ -169,7 +169,7 @@ def size_figure(dataset: str, board: pd.DataFrame, path: Path) -> Path | None:
     count = FuncFormatter(lambda x, _: f"{x:,.0f}")
     ax.xaxis.set_major_formatter(count)
     ax.xaxis.set_minor_formatter(count)
-    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.tick_params(axis="x", which="both", labelsize=7)
     ax.set_xlabel("parameters")
     ax.set_ylabel(column + (" (mean ± 95% interval over seeds)" if seeded else ""))
     ax.set_title(f"{dataset}: {column} against model size "
@@ -208,14 +208,19 @@ def compute_figure(dataset: str, board: pd.DataFrame, found: dict[str, Sweep], p
     return _save(fig, ax, path)
 
 
+def _stopped(sweep: Sweep, trial: Trial) -> bool:
+    """Ended before the epoch cap: ASHA stopped it (its tag, else its curve is short)."""
+    return trial.stopped_early or bool(sweep.max_epochs and trial.curve and trial.curve[-1][0] < sweep.max_epochs)
+
+
 def asha_figure(dataset: str, board: pd.DataFrame, found: dict[str, Sweep], path: Path) -> Path | None:
-    """The trial curves of the winner's sweep (else the first ranked one); a trial that ended
-    before the epoch cap (ASHA stopped it) gets an x at its last epoch."""
+    """The trial curves of one sweep: the highest ranked one in which ASHA stopped a trial (else
+    the first ranked one); a trial that ended before the epoch cap gets an x at its last epoch."""
     metric, mode = board.attrs["metric"], board.attrs["mode"]
-    chosen = leaderboard.winner(board)
-    sweep = found.get(str(chosen["variant"])) if chosen is not None else None
-    sweep = sweep or next(iter(found.values()), None)
-    if sweep is None or not any(t.curve for t in sweep.trials):
+    ranked = [s for s in found.values() if any(t.curve for t in s.trials)]  # found is in board order
+    sweep = next((s for s in ranked if any(_stopped(s, t) for t in s.trials if t.curve)), None) \
+        or next(iter(ranked), None)
+    if sweep is None:
         return None
     best = best_trial(sweep, mode)
     fig, ax = _figure()
@@ -225,8 +230,7 @@ def asha_figure(dataset: str, board: pd.DataFrame, found: dict[str, Sweep], path
         is_best = best is not None and trial.run_id == best.run_id
         ax.plot(x, y, linewidth=2.4 if is_best else 1.0, alpha=1.0 if is_best else 0.7,
                 color="black" if is_best else None, label="best trial" if is_best else None)
-        early = trial.stopped_early or (sweep.max_epochs and x[-1] < sweep.max_epochs)
-        if early:
+        if _stopped(sweep, trial):
             ax.plot([x[-1]], [y[-1]], "x", color="red", markersize=9, markeredgewidth=2,
                     label=None if stopped else "stopped early by ASHA")
             stopped += 1
@@ -235,8 +239,9 @@ def asha_figure(dataset: str, board: pd.DataFrame, found: dict[str, Sweep], path
     _integer_epochs(ax)
     ax.set_xlabel("epoch" + (f" (cap {sweep.max_epochs})" if sweep.max_epochs else ""))
     ax.set_ylabel(metric)
-    ax.set_title(f"{dataset}: the {len(sweep.trials)} trials of the {sweep.label} sweep, "
-                 f"{stopped} stopped early", fontsize=10)
+    place = next(i for i, label in enumerate(found) if label == sweep.label) + 1
+    ax.set_title(f"{dataset}: the {len(sweep.trials)} trials of the {sweep.label} sweep (ranked {place}), "
+                 f"{stopped} stopped early by ASHA", fontsize=10)
     return _save(fig, ax, path)
 
 
