@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows import leaderboard, plots, report
+from flows import leaderboard, plots, report, stats
 
 REPO = Path(__file__).resolve().parents[1]
 # variant -> trials in start order: (start s, seconds, curve of val/acc); cap 3 epochs
@@ -43,6 +43,9 @@ def store(tmp_path_factory) -> tuple[str, str, str]:
         for key, value in {"val/acc": best, "test/acc": best - 0.05, "n_params": 1000 * len(variant),
                            "trials": len(trials)}.items():
             client.log_metric(sweep, key, value)
+        for seed, shift in enumerate((-0.02, 0.0, 0.02)):  # seed repeats: the size figure's error bars
+            for stage, value in (("val", best), ("test", best - 0.05)):
+                client.log_metric(sweep, stats.seed_metric_name(stage, "acc", seed), value + shift)
         for i, (start, seconds, curve) in enumerate(trials):
             t0 = 1_700_000_000_000 + start * 1000
             run = client.create_run(exp, start_time=t0, tags={
@@ -79,9 +82,10 @@ def _check_report(out: Path) -> None:
     page = (out / plots.PAGE).read_text()
     refs = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]*)""", page)
     assert len(refs) == len(plots.FIGURES) and all(r.startswith("data:image/png;base64,") for r in refs)
-    assert "<h2 id='jv'>jv (speech)</h2>" in page and "Ranked and chosen on val/acc" in page
+    assert "<h2 id='jv'>jv (speech)</h2>" in page and "Ranked and chosen on the mean over seeds of val/acc" in page
     for variant in ("lstm", "gru", "(baseline)"):
         assert f"<td>{variant}</td>" in page
+    assert "<td>0.8500 ± 0.0497</td>" in page  # lstm's test mean over 3 seeds with its interval
 
 
 def test_the_benchmark_figures_and_a_self_contained_page_are_written(store, tmp_path):
