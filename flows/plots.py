@@ -336,7 +336,7 @@ def write(tracking_uri: str, run, boards: dict[str, pd.DataFrame], out_dir: Path
     the figures per dataset)."""
     figures = draw(tracking_uri, boards, out_dir)
     tags = run.data.tags
-    intro = [f"MLflow run {run.info.run_id} ({run.info.status}), experiment {run.info.experiment_id}"
+    intro = [f"MLflow benchmark run {run.info.run_id}, experiment id {run.info.experiment_id}"
              + (f", preset {tags['preset']}" if tags.get("preset") else "") + "."]
     target = out_dir / PAGE
     target.write_text(page("rnnbench report", boards, figures, modalities, intro), encoding="utf-8")
