@@ -73,7 +73,7 @@ def results(result: dict[str, Any], settings) -> None:
     leaderboards(result["boards"], result.get("modalities", {}), result.get("registered"))
     for dataset, variant, reason in result.get("failures", []):
         console.print(f"[red]failed:[/] {dataset} · {variant}: {reason}", soft_wrap=True)
-    console.print(f"Leaderboards (CSV, Markdown): [bold]{result['reports']}[/]", soft_wrap=True)
+    console.print(f"Reports (CSV, Markdown, figures, one HTML page): [bold]{result['reports']}[/]", soft_wrap=True)
     console.print(f"MLflow experiment [bold]{settings.experiment}[/], benchmark run "
                   f"[bold]{result['run_id']}[/]")
     from flows.settings import redact
