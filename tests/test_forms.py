@@ -6,10 +6,6 @@ to a leaderboard and a logged model served in a fresh process."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +14,7 @@ import torch
 
 from modules import tasks
 from modules.variants import VARIANTS, VariantError
-from tests.conftest import TINY_PRESET
+from tests.conftest import TINY_PRESET, predict_elsewhere
 
 SPEECH = {"task": "classification", "num_classes": 3, "input_dim": 4, "vocab_size": 0}
 COPY = {"task": "sequence", "num_classes": 10, "input_dim": 0, "vocab_size": 10}
@@ -294,25 +290,4 @@ def test_every_new_form_reaches_a_leaderboard_row_and_a_model_served_in_a_fresh_
     mlflow.set_tracking_uri(uri)
     here = {v: mlflow.pyfunc.load_model(f"runs:/{run}/model").predict(pd.DataFrame({"sequence": raw}))
             ["label"].tolist() for v, run in sweeps.items()}
-    # a fresh process without any rnnbench checkout on its path (this one, or the one an editable
-    # install points at, which differ in a git worktree): each model brings its own code
-    script = f"""
-import os, sys
-sys.path = [p for p in sys.path
-            if p not in ('', '.') and not os.path.isfile(os.path.join(p, 'modules', 'variants.py'))]
-import json, mlflow, pandas as pd
-try:
-    import modules; raise SystemExit('modules is importable: the test would prove nothing')
-except ImportError:
-    pass
-mlflow.set_tracking_uri({uri!r})
-raw = json.loads(sys.stdin.read())
-out = {{v: mlflow.pyfunc.load_model(f'runs:/{{run}}/model').predict(pd.DataFrame({{'sequence': raw}}))['label'].tolist()
-       for v, run in {sweeps!r}.items()}}
-print(json.dumps(out))
-"""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(raw), capture_output=True,
-                          text=True, cwd=tmp_path, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == here
+    assert predict_elsewhere(uri, sweeps, raw, tmp_path, column="label") == here

@@ -7,10 +7,6 @@ that forecasts in a fresh process."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import types
 
 import numpy as np
@@ -20,6 +16,7 @@ import torch
 from modules import tasks
 from modules.seq2seq import Decoder, Seq2SeqNetwork
 from modules.variants import VARIANTS, VariantError
+from tests.conftest import predict_elsewhere
 
 FORECASTING = tasks.get("forecasting")
 # two channels (the target second) and a calendar of 2 (one feature, now and a horizon ahead)
@@ -270,26 +267,6 @@ def test_seq2seq_reaches_a_leaderboard_row_and_a_model_served_in_a_fresh_process
     here = {v: mlflow.pyfunc.load_model(f"runs:/{run}/model").predict(pd.DataFrame({"sequence": raw}))
             .to_numpy().tolist() for v, run in sweeps.items()}
     assert all(np.isfinite(np.asarray(f)).all() and np.asarray(f).shape == (3, 6) for f in here.values())
-    # a fresh process, elsewhere, without any rnnbench checkout on its path: the model brings its code
-    script = f"""
-import os, sys
-sys.path = [p for p in sys.path
-            if p not in ('', '.') and not os.path.isfile(os.path.join(p, 'modules', 'variants.py'))]
-import json, mlflow, pandas as pd
-try:
-    import modules; raise SystemExit('modules is importable: the test would prove nothing')
-except ImportError:
-    pass
-mlflow.set_tracking_uri({uri!r})
-raw = json.loads(sys.stdin.read())
-out = {{v: mlflow.pyfunc.load_model(f'runs:/{{run}}/model').predict(pd.DataFrame({{'sequence': raw}})).to_numpy().tolist()
-       for v, run in {sweeps!r}.items()}}
-print(json.dumps(out))
-"""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(raw), capture_output=True,
-                          text=True, cwd=tmp_path, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    served = predict_elsewhere(uri, sweeps, raw, tmp_path)  # a fresh process, without the checkout
     for v in variants:
         np.testing.assert_allclose(served[v], here[v], rtol=1e-6)
