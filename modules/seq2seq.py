@@ -3,7 +3,7 @@ sequence one step at a time from the encoder's summary, reading its own previous
 truth while training: teacher forcing, with optional scheduled sampling), with or without
 attention over the encoder's states. The attention and the step loop live here once (``Decoder``);
 what a step reads and emits is the task's side: values for forecasting (``ForecastDecoder``),
-token ids through an embedding and an argmax for a token decoder.
+token ids through an embedding and an argmax for transcription (``TokenDecoder``).
 """
 
 from __future__ import annotations
@@ -241,10 +241,10 @@ class TokenDecoder(nn.Module):
 
     def __init__(self, in_dim: int, labels: int, max_length: int, cell: str = "gru", hidden_size: int = 64,
                  num_layers: int = 1, dropout: float = 0.0, attention: str = "none",
-                 scheduled_sampling: float = 0.0, embed_size: int | None = None):
+                 scheduled_sampling: float = 0.0):
         super().__init__()
         self.end, self.start, self.max_length = int(labels), int(labels) + 1, int(max_length)
-        self.embedding = nn.Embedding(int(labels) + 2, int(embed_size or hidden_size))
+        self.embedding = nn.Embedding(int(labels) + 2, int(hidden_size))
         self.decoder = Decoder(cell, self.embedding.embedding_dim, int(labels) + 1, summary_dim=in_dim,
                                memory_dim=in_dim, hidden_size=hidden_size, num_layers=num_layers,
                                dropout=dropout, attention=attention, sampling=scheduled_sampling)
