@@ -143,6 +143,9 @@ def test_the_attention_decoder_learns_four_transcripts_exactly_and_stops_at_its_
     torch.manual_seed(0)
     net = VARIANTS["seq2seq-attn"].build(TASK, DATA, {"hidden_size": 16, "num_layers": 1, "dropout": 0.0})
     assert not any(type(m).__name__ == "CTCOutput" for m in net.modules())  # no CTC head around it
+    unbounded = {k: v for k, v in DATA.items() if k != "max_label_length"}
+    with pytest.raises(tasks.TaskError, match="needs the dataset fact max_label_length"):
+        VARIANTS["seq2seq"].build(TASK, unbounded, {"hidden_size": 8})
     codes = torch.randn(10, 4, generator=torch.Generator().manual_seed(1))
     labels = [[3, 1, 4], [1, 5], [9, 2, 6, 5], [0, 0, 7]]
     lengths = torch.tensor([3 * len(row) for row in labels])
@@ -152,7 +155,7 @@ def test_the_attention_decoder_learns_four_transcripts_exactly_and_stops_at_its_
         x[i, :3 * len(row)] = codes[row].repeat_interleave(3, dim=0)  # 3 frames per digit
         y[i, :len(row)] = torch.tensor(row)
     opt = torch.optim.Adam(net.parameters(), lr=2e-2)
-    for _ in range(60):
+    for _ in range(40):  # exact from about step 12 on seeds 0 to 2
         net.train()
         out = net(x, lengths, y)  # teacher forced: the labels and the end, 5 steps
         assert out.log_probs.shape == (4, 5, 11)
