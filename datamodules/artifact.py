@@ -20,7 +20,9 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 # Bump when the on-disk layout or a preparer's output changes, so old caches are not reused.
-FORMAT_VERSION = 2  # 2: forecasting manifests carry mase_scale
+# 2: forecasting manifests carry mase_scale; 3: text duplicates found after Unicode
+# normalisation, spoken-digits split by whole accents
+FORMAT_VERSION = 3
 
 
 def sha256_file(path: Path) -> str:

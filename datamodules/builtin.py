@@ -58,7 +58,7 @@ def _build_rotten_tomatoes(files: dict[str, Path], p: dict[str, Any]) -> Prepare
     words = Tokenizer(tokenizer).tokens
     tokens = [words(t) for t in frame["text"].astype(str)]
     rows = frame.index.to_numpy(np.int64)  # row in the CSV (plot rows dropped)
-    # 55 snippets appear more than once: each group of duplicates stays in one split
+    # 58 groups of duplicate snippets (55 exact, 3 up to case or punctuation): each stays in one split
     keys = duplicate_keys(frame["text"].astype(str).tolist())
     tr, va, te = stratified_group_indices(y, keys, p)
     vocab = build_vocab([tokens[i] for i in tr], p["min_freq"], p["max_vocab"])
@@ -272,7 +272,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             name="spoken-digits", modality="synthetic speech", task="classification",
             description="synthetic speech: zero-nine by 98 espeak-ng voices, log-mel frames, "
-                        "voice-disjoint splits (needs espeak-ng)",
+                        "whole accents held out (needs espeak-ng)",
             folder="", files=(),
             build=build_spoken_digits,
             defaults={"takes": 3, "seed": 17, "sample_rate": 16000, "features": "logmel",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from collections import Counter
 from typing import Any, Sequence
 
@@ -70,18 +70,37 @@ def grouped_indices(groups: Sequence[str], p: dict[str, Any]) -> tuple[np.ndarra
     return tuple(np.flatnonzero(np.isin(groups, part)) for part in parts)
 
 
+# How two texts are told to be duplicates, recorded in the manifest beside the counts.
+DUPLICATE_RULE = ("equal after Unicode NFKC, casefolding, punctuation and symbols dropped and "
+                  "whitespace collapsed")
+
+
+def normalised_text(text: str) -> str:
+    """``text`` as duplicates are compared: NFKC (full-width letters, ligatures and other
+    compatibility forms become their plain letters), casefolded (so "STRASSE" equals "straße"),
+    every punctuation mark, symbol, separator and control character (Unicode categories P, S,
+    Z, Cc) a space, invisible format characters (Cf, e.g. zero-width spaces) dropped, and runs of
+    whitespace collapsed. Letters of every script and their accents are kept, so "résumé" and
+    "resume" or two texts in Cyrillic stay distinct."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", str(text)).casefold())
+    kept = "".join("" if cat == "Cf" else " " if cat[0] in "PSZ" or cat == "Cc" else ch
+                   for ch, cat in ((ch, unicodedata.category(ch)) for ch in folded))
+    return " ".join(kept.split())
+
+
 def duplicate_keys(texts: Sequence[str]) -> np.ndarray:
-    """One id per distinct text after normalising case, punctuation and spacing: rows with the
-    same id are duplicates and must not sit on both sides of a split."""
+    """One id per distinct ``normalised_text``: rows with the same id are duplicates and must
+    not sit on both sides of a split."""
     ids: dict[str, int] = {}
-    return np.array([ids.setdefault(" ".join(re.findall(r"[a-z0-9]+", str(t).lower())), len(ids))
-                     for t in texts], dtype=np.int64)
+    return np.array([ids.setdefault(normalised_text(t), len(ids)) for t in texts], dtype=np.int64)
 
 
-def duplicate_counts(keys: np.ndarray) -> dict[str, int]:
-    """How many groups of duplicates there are and how many rows they hold (for the manifest)."""
+def duplicate_counts(keys: np.ndarray) -> dict[str, Any]:
+    """How many groups of duplicates there are, how many rows they hold, and the rule that
+    found them (for the manifest)."""
     counts = np.bincount(keys)
-    return {"duplicate_groups": int((counts > 1).sum()), "duplicate_rows": int(counts[counts > 1].sum())}
+    return {"duplicate_groups": int((counts > 1).sum()), "duplicate_rows": int(counts[counts > 1].sum()),
+            "duplicate_rule": DUPLICATE_RULE}
 
 
 def stratified_group_indices(y: np.ndarray, keys: np.ndarray, p: dict[str, Any]) -> tuple[np.ndarray, ...]:
@@ -91,7 +110,7 @@ def stratified_group_indices(y: np.ndarray, keys: np.ndarray, p: dict[str, Any])
     parts = stratified_indices(y[first], p)
     if any(len(part) == 0 for part in parts):
         raise DataError(f"only {len(first)} distinct texts among {len(keys)} rows once duplicates "
-                        "(equal up to case, punctuation and spacing) are merged: too few for a "
+                        f"({DUPLICATE_RULE}) are merged: too few for a "
                         "train, validation and test split")
     return tuple(np.flatnonzero(np.isin(keys, keys[first[part]])) for part in parts)
 

@@ -274,7 +274,7 @@ def build_text_classification(files: dict[str, Path], p: dict[str, Any]) -> Prep
         if _too_long(len(toks), p, "max_len", f"{path}: row {row + 2}", truncated):
             toks = toks[: p["max_len"]]
         tokens.append(toks)
-    # duplicates (after normalising case, punctuation and spacing) stay in one split
+    # duplicates (exact, or equal once normalised: splits.normalised_text) stay in one split
     keys = duplicate_keys(frame[p["text_column"]].astype(str).tolist())
     splits, classes = labelled_splits(tokens, labels, p, where=str(path), same_split=keys)
     vocab = build_vocab(splits["train"].x, p["min_freq"], p["max_vocab"])

@@ -290,7 +290,8 @@ def report(
     run: Optional[str] = typer.Option(None, "--run", help="benchmark run id (default: the newest finished)"),
     compare: Optional[tuple[str, str]] = typer.Option(
         None, metavar="RUN_A RUN_B", help="two benchmark runs side by side, with B - A"),
-    out: Optional[Path] = typer.Option(None, help="also write the tables as CSV and Markdown here"),
+    out: Optional[Path] = typer.Option(None, help="also write the tables (CSV, Markdown), figures (PNG) "
+                                                  "and one HTML page here"),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
 ) -> None:
     """Leaderboards rebuilt from the MLflow tracking store alone, or two runs compared."""
@@ -319,6 +320,10 @@ def report(
         _fail(str(exc))
     if out is not None:
         paths = leaderboard.write(boards, out, modalities)
+        if not compare:
+            from flows import plots
+
+            paths += plots.write(settings.tracking_uri, bench, boards, out, modalities)[0]
         render.console.print(f"Written: {', '.join(str(p) for p in paths)}", soft_wrap=True)
 
 

@@ -26,7 +26,7 @@ from prefect.exceptions import TerminationSignal
 
 from datamodules import catalog, userdata
 from datamodules.errors import DataError
-from flows import alerts, gradients, leaderboard, progress, registry, tracking
+from flows import alerts, gradients, leaderboard, plots, progress, registry, tracking
 from flows.plan import Budget, Plan, PlanError, PresetName, VariantName, make_plan
 from flows.quiet import quiet_interrupts, silence
 from flows.settings import Settings, apply_environment, load_settings
@@ -290,6 +290,7 @@ def _run(plan: Plan, role: str, resume: Optional[str], show_progress: bool) -> d
         paths = leaderboard.write(boards, out_dir, plan.modalities)
         tracking.log_files(uri, run_id, paths, "leaderboard")
         gradients.publish(uri, run_id, boards, [d for d in plan.datasets if _wants_gradients(plan, d)], out_dir)
+        plots.publish(uri, tracking.client(uri).get_run(run_id), boards, out_dir, plan.modalities)
         registered = registry.register(uri, run_id, boards)
         for dataset, board in boards.items():
             table = board.drop(columns=["run_id"]).astype(object).where(board.notna(), None)

@@ -73,7 +73,7 @@ def results(result: dict[str, Any], settings) -> None:
     leaderboards(result["boards"], result.get("modalities", {}), result.get("registered"))
     for dataset, variant, reason in result.get("failures", []):
         console.print(f"[red]failed:[/] {dataset} · {variant}: {reason}", soft_wrap=True)
-    console.print(f"Leaderboards (CSV, Markdown): [bold]{result['reports']}[/]", soft_wrap=True)
+    console.print(f"Reports (CSV, Markdown, figures, one HTML page): [bold]{result['reports']}[/]", soft_wrap=True)
     console.print(f"MLflow experiment [bold]{settings.experiment}[/], benchmark run "
                   f"[bold]{result['run_id']}[/]")
     from flows.settings import redact
@@ -98,6 +98,9 @@ def prepared(results: dict[str, dict]) -> None:
         state = "reused" if result["reused"] else "prepared"
         console.print(f"[green]✓[/] {name:<16} {state}: {counts}; hash {m['content_hash'][:12]}  "
                       f"{result['artifact_dir']}", highlight=False, soft_wrap=True)
+        if m.get("duplicate_groups"):
+            console.print(f"  {m['duplicate_groups']} group(s) of duplicate texts ({m['duplicate_rows']} "
+                          "rows) each kept in one split", highlight=False, soft_wrap=True)
         for warning in m.get("warnings", []):
             console.print(f"  [yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 

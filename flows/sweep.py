@@ -41,7 +41,7 @@ from flows.quiet import silence
 from flows.settings import Settings
 from flows.signals import stop_like_ctrl_c
 from flows.training import PreparedData, build_module, evaluate, load_weights
-from flows.trial import CHECKPOINT_FILE, CONTEXT_KEY, hyperparameters, train_ddp_trial, train_trial
+from flows.trial import CHECKPOINT_FILE, CONTEXT_KEY, EpochTimes, hyperparameters, train_ddp_trial, train_trial
 from modules.tasks import Task
 from modules.variants import Variant
 
@@ -644,7 +644,7 @@ def _backfill(req: SweepRequest, sweep_run_id: str, grid) -> None:
             continue
         rows = [{**row, "epoch": int(row["training_iteration"]) - 1}
                 for row in frame.to_dict(orient="records")]
-        keys = [k for k in req.task.report_metrics if k in frame.columns]
+        keys = [k for k in [*req.task.report_metrics, *EpochTimes.KEYS] if k in frame.columns]
         added = tracking.backfill_metrics(uri, trial_run.info.run_id, rows, keys)
         if added:
             tracking.set_tags(uri, trial_run.info.run_id, {"rnnbench.backfilled_points": added})

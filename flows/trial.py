@@ -14,6 +14,7 @@ from contextlib import nullcontext, suppress
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.loggers import MLFlowLogger
 from ray import tune
 from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
@@ -135,7 +136,11 @@ class EpochTimes(pl.Callback):
     """Seconds each epoch spent training and validating (loading, steps, metrics), logged as
     ``time/train_epoch_s`` and ``time/val_epoch_s``: what a trial's time outside them (start-up,
     reporting, checkpoints, logging) is measured against (benchmarks/orchestration_share.py).
-    Place it before Tune's report callback, which runs at the same hook."""
+    Place it before Tune's report callback, which runs at the same hook: the times go into
+    ``trainer.callback_metrics`` too, so Tune's results hold them and the sweep backfills them
+    when the trial's logger could not send its last epochs (a trial stopped, its actor ended)."""
+
+    KEYS = ("time/train_epoch_s", "time/val_epoch_s")
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._train_start = time.perf_counter()
@@ -150,6 +155,7 @@ class EpochTimes(pl.Callback):
                  "time/val_epoch_s": time.perf_counter() - self._val_start, "epoch": trainer.current_epoch}
         for logger in trainer.loggers:
             logger.log_metrics(times, step=trainer.current_epoch)
+        trainer.callback_metrics.update({k: torch.tensor(times[k]) for k in self.KEYS})
 
 
 def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
@@ -201,7 +207,7 @@ def train_trial(config: dict[str, Any], dataset: PreparedData, variant: Variant,
               "rnnbench.seed": str(ctx["seed"])})
     tracking.patiently(tracking.dataset_input, uri, run_id, dataset.manifest)  # its data version
     logger = TrialLogger(tracking_uri=uri, run_id=run_id)
-    report = TuneReportCheckpointCallback(metrics=task.report_metrics, filename=CHECKPOINT_FILE,
+    report = TuneReportCheckpointCallback(metrics=[*task.report_metrics, *EpochTimes.KEYS], filename=CHECKPOINT_FILE,
                                           on="validation_end")
     checkpoint = tune.get_checkpoint()  # set when Tune restarts or resumes this trial
     try:

@@ -2,6 +2,14 @@
 
 Every encoder maps (x, lengths) to (per-step outputs (B, T, D), pooled summary (B, D)) and
 exposes ``output_dim``; heads and the LightningModule rely on nothing else.
+
+``dropout`` means the same in every variant (these, ``modules.forms``, ``modules.minrnn``,
+``modules.seq2seq`` and the heads): it follows a learned map, never the raw numeric input,
+where it would delete observations and markers (adding's second channel). So: after a token
+embedding or the Transformer's input projection, between layers (stacked cells, Transformer
+blocks, convolution to cell, MLP layers) and before every head's linear map. An encoder whose
+numeric input goes straight into its first layer (the RNNs, the convolutional front ends, the
+mingru/minlstm, the mlp; a decoder reading the value before each step) drops nothing there.
 """
 
 from __future__ import annotations
@@ -66,9 +74,7 @@ class RNNEncoder(nn.Module):
         )
         if nonlinearity == "relu":
             identity_recurrence(self.rnn)
-        # dropout means the same for every variant: after a learned input map (here the token
-        # embedding; the Transformer's projection) and between layers, never on raw numeric
-        # inputs, where it would delete observations and markers the task depends on
+        # after the token embedding only: never on raw numeric inputs (the module docstring)
         self.input_dropout = nn.Dropout(dropout) if vocab_size else nn.Identity()
         self.bidirectional = bidirectional
         self.merge = merge if bidirectional else "concat"

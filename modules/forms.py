@@ -42,7 +42,8 @@ class MLPEncoder(nn.Module):
       max of those over the valid steps (a bag of steps: order is lost) feed the layers. On a
       per-step task each step's output is its own projection joined with that summary.
 
-    Dropout follows every hidden layer and the token embedding, never raw numeric inputs.
+    Dropout follows every hidden layer and the token embedding, never raw numeric inputs
+    (what dropout means in every variant: ``modules.encoders``).
     ``embed_size``: the token embedding's width (hidden_size when unset), as in RNNEncoder."""
 
     def __init__(self, input_dim: int = 0, vocab_size: int = 0, hidden_size: int = 64,

@@ -217,7 +217,7 @@ class Variant:
                 return f"{self.name}: {rule.rule}, but the space allows {shown} ({choices}{given})"
         return None
 
-    def check_build(self, task: "Task", hparams: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+    def check_build(self, task: "Task", data: Mapping[str, Any], hparams: Mapping[str, Any]) -> None:
         """Refuse a build the plan would have refused: a build outside a plan (a script, a
         test) gets its checks too."""
         reason = self.incompatibility(task)
@@ -233,7 +233,7 @@ class Variant:
     def build(self, task: "Task", data: Mapping[str, Any], hparams: Mapping[str, Any]) -> "nn.Module":
         """The whole network (encoder and the task's head, inside what the task wraps around
         it, e.g. forecasting's window normalization) for a dataset described by ``data``."""
-        self.check_build(task, hparams, data)
+        self.check_build(task, data, hparams)
         kwargs = {k: hparams[k] for k in ENCODER_ARGS if k in hparams}
         if self.extras is None:
             kwargs.update({k: v for k, v in hparams.items() if k not in ENCODER_ARGS
@@ -393,7 +393,7 @@ class EncoderDecoder(Variant):
         return super().incompatibility(task)
 
     def build(self, task: "Task", data: Mapping[str, Any], hparams: Mapping[str, Any]) -> "nn.Module":
-        self.check_build(task, hparams, data)
+        self.check_build(task, data, hparams)
         chosen = {**{k: hparams[k] for k in self.extras or () if k in hparams}, **self.kwargs}
         # defaults from what the logged spec keeps (extras), so a served model is rebuilt alike
         chosen.setdefault("cell", DEFAULT_CELL)

@@ -75,6 +75,19 @@ def test_leaderboard_ranks_variants_on_validation_above_the_baseline(finished):
     assert not any("input_gradients" in p for p in logged), "only long-memory datasets ask for it"
 
 
+def test_every_figure_and_the_report_page_are_written_and_logged_beside_the_leaderboard(finished):
+    from flows import plots
+
+    result, _, client = finished
+    logged = {a.path: a.file_size for a in client.list_artifacts(result["run_id"], "leaderboard")}
+    for name in [*(f"{kind}-japanese-vowels.png" for kind in plots.FIGURES), plots.PAGE]:
+        written = Path(result["reports"]) / name
+        assert written.stat().st_size > 1000 and logged[f"leaderboard/{name}"] == written.stat().st_size, name
+    page = (Path(result["reports"]) / plots.PAGE).read_text()
+    assert "<h2 id='japanese-vowels'>" in page and "<td>(majority class)</td>" in page
+    assert page.count("src='data:image/png;base64,") == len(plots.FIGURES)
+
+
 def test_logged_model_loads_back_and_scores_what_mlflow_recorded(finished, prepared, tracking_uri):
     from datamodules.artifact import load_split, read_extra
 
@@ -185,6 +198,12 @@ def test_report_rebuilds_the_leaderboard_from_the_tracking_store_alone(finished,
     written = Path(result["reports"]) / "leaderboard_japanese-vowels.csv"
     rebuilt = tmp_path / "out" / "leaderboard_japanese-vowels.csv"
     assert rebuilt.read_text() == written.read_text()  # the rows the benchmark wrote, byte for byte
+    from flows import plots
+
+    for kind in plots.FIGURES:  # the same figures, drawn again from the store in a fresh folder
+        assert (tmp_path / "out" / f"{kind}-japanese-vowels.png").stat().st_size > 1000, kind
+    page = (tmp_path / "out" / plots.PAGE).read_text()
+    assert page.count("src='data:image/png;base64,") == len(plots.FIGURES) and "<td>bigru</td>" in page
     for variant in ("lstm", "bigru", "(majority class)"):
         assert variant in proc.stdout
     assert "Ranked and chosen on val/acc" in proc.stdout

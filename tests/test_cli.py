@@ -78,6 +78,7 @@ def test_prepare_writes_artifacts_and_reuses_them(tmp_path):
     first = _cli("prepare", *names, home=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert first.stdout.count("prepared:") == len(names)
+    assert "58 group(s) of duplicate texts (117 rows) each kept in one split" in first.stdout
     again = _cli("prepare", "sunspots", home=tmp_path)
     assert again.returncode == 0 and "reused" in again.stdout
     assert "Traceback" not in first.stdout + first.stderr

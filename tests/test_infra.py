@@ -372,6 +372,8 @@ def test_local_stack_scripts_are_strict_bind_loopback_and_commit_no_secret():
         subprocess.run(["bash", "-n", str(local / script)], check=True)
     defaults = dict(re.findall(r': "\$\{(RNNBENCH_\w+):=([^}]*)\}"', (local / "env.sh").read_text()))
     assert {defaults[f"RNNBENCH_{s}_HOST"] for s in ("PG", "MLFLOW", "PREFECT")} == {"127.0.0.1"}
+    # Ray's head on another loopback address: `ray start` rewrites 127.0.0.1 to the outbound one
+    assert defaults["RNNBENCH_RAY_HOST"] == "127.0.0.2"
     assert defaults["RNNBENCH_PG_PORT"] != "5432", "never the system's default cluster"
     for path in local.iterdir():
         assigned = re.findall(r"^\s*(\w*(?:PASSWORD|SECRET|AUTH_STRING)\w*)=(\S+)", path.read_text(), re.M)

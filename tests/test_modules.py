@@ -211,19 +211,96 @@ def test_deterministic_training_repeats_bit_for_bit():
     assert runs[0] == runs[1] and "val/acc" in runs[0]
 
 
-@pytest.mark.parametrize("variant", ["rnn", "lstm", "gru", "birnn", "bilstm", "bigru"])
+# layers with weights: what "before the first learned map" means for every variant
+_WEIGHTED = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.RNNBase, torch.nn.Embedding, torch.nn.LayerNorm,
+             torch.nn.MultiheadAttention)
+
+
+def _compatible(variant: str, *datas: dict) -> dict:
+    """The first of ``datas`` ``variant`` can train on (the encoder-decoders forecast only)."""
+    return next(d for d in datas if VARIANTS[variant].incompatibility(tasks.get(d["task"])) is None)
+
+
+def _weight_layer_inputs(net, x, lengths, training: bool, y=None) -> list[torch.Tensor]:
+    """The input of every layer with weights, in the order the forward pass reaches them."""
+    seen: list[torch.Tensor] = []
+    hooks = [m.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+             for m in net.modules() if isinstance(m, _WEIGHTED)]
+    net.train(training)
+    torch.manual_seed(0)
+    try:
+        net(x, lengths, y)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def _dropout_pair(variant: str, data: dict):
+    """The same weights built with dropout 0.99 and with none."""
+    torch.manual_seed(0)
+    dropped = build_network(variant, {**HP, "dropout": 0.99}, data)
+    plain = build_network(variant, HP, data)
+    plain.load_state_dict(dropped.state_dict())
+    return dropped, plain
+
+
+@pytest.mark.parametrize("variant", BUILTIN)
 def test_dropout_never_touches_raw_numeric_inputs(variant):
-    # with numeric inputs the recurrent encoders have no input projection: dropout there would
-    # delete observations (the Transformer drops after its learned projection instead)
-    net = build_network(variant, {**HP, "dropout": 0.9}, SPEECH).encoder
-    net.train()
-    seen = {}
-    net.rnn.register_forward_pre_hook(lambda module, args: seen.setdefault("x", args[0]))
-    x, _ = _batch(SPEECH, lengths=(6, 6, 6))
-    net(x, torch.tensor([6, 6, 6]))
-    torch.testing.assert_close(seen["x"], x)
-    tokens = build_network(variant, {**HP, "dropout": 0.9}, TEXT).encoder
-    assert isinstance(tokens.input_dropout, torch.nn.Dropout)  # after the learned embedding
+    # dropout on the raw values would delete observations and markers (adding's second
+    # channel): every variant's first learned layer must see them whole, in training too
+    data = _compatible(variant, SPEECH, SERIES)
+    net, _ = _dropout_pair(variant, data)
+    x, lengths = _batch(data, lengths=(6, 6, 6))
+    train = _weight_layer_inputs(net, x, lengths, training=True)[0]
+    torch.testing.assert_close(train, _weight_layer_inputs(net, x, lengths, training=False)[0])
+    if data is SPEECH and train.shape == x.shape:  # nothing between the data and the first layer
+        torch.testing.assert_close(train, x)
+
+
+@pytest.mark.parametrize("variant", ["seq2seq", "seq2seq-attn"])
+def test_a_decoder_reads_the_previous_values_whole(variant):
+    # the decoder's step input is the value before it (raw, like the encoder's): no dropout there
+    net, _ = _dropout_pair(variant, SERIES)
+    x, lengths = _batch(SERIES, lengths=(6, 6, 6))
+    y = torch.randn(3, SERIES["horizon"])
+    rnn = net.net.head.decoder.rnn
+    steps = {}
+    for training in (True, False):
+        seen: list[torch.Tensor] = []
+        hook = rnn.register_forward_pre_hook(lambda module, args: seen.append(args[0][..., 0].detach().clone()))
+        try:
+            _weight_layer_inputs(net, x, lengths, training, y)
+        finally:
+            hook.remove()
+        steps[training] = torch.cat([s.reshape(3, -1) for s in seen], dim=1)
+    torch.testing.assert_close(steps[True], steps[False])
+    assert bool((steps[True][:, 1:] != 0).all())  # the teacher's values, none deleted
+
+
+@pytest.mark.parametrize("variant", BUILTIN)
+def test_dropout_acts_in_training_and_changes_nothing_in_eval(variant):
+    for data in {id(d): d for d in (_compatible(variant, SPEECH, SERIES), _compatible(variant, TEXT, SERIES))}.values():
+        dropped, plain = _dropout_pair(variant, data)
+        x, lengths = _batch(data, lengths=(6, 6, 6))
+        dropped.eval(), plain.eval()
+        torch.testing.assert_close(dropped(x, lengths), plain(x, lengths))
+        dropped.train(), plain.train()
+        assert not torch.allclose(dropped(x, lengths), plain(x, lengths))  # it does act somewhere
+
+
+@pytest.mark.parametrize("variant", [v for v in BUILTIN if VARIANTS[v].incompatibility(tasks.get("classification")) is None])
+def test_token_inputs_get_dropout_after_the_embedding(variant):
+    net, _ = _dropout_pair(variant, TEXT)
+    x, lengths = _batch(TEXT, lengths=(6, 6, 6))
+
+    def after_embedding(training: bool) -> torch.Tensor:
+        inputs = _weight_layer_inputs(net, x, lengths, training)
+        assert inputs[0].dtype == torch.long  # the embedding lookup comes first
+        return inputs[1]
+
+    zeros = lambda h: float((h == 0).float().mean())
+    assert zeros(after_embedding(True)) > 0.9 and zeros(after_embedding(False)) < 0.5
 
 
 def test_only_tunes_snapshot_race_is_kept_out_of_the_console():

@@ -281,6 +281,38 @@ def test_a_bad_dataset_name_or_a_built_in_name_is_refused(tmp_path):
                                                         target="load")
 
 
+def test_texts_equal_after_unicode_normalisation_are_one_group_and_others_are_not():
+    from datamodules.splits import duplicate_keys
+
+    same = ["The ﬁlm is GREAT!", "the film is great", "Ｔｈｅ　ｆｉｌｍ\tis great…",
+            "the\u00a0film is\u200b great."]  # ligature, full width, no-break and zero-width space
+    apart = ["Straße ohne Ende", "STRASSE OHNE ENDE", "résumé", "resume", "Фильм хороший",
+             "Фильм плохой", "映画は良い", "映画は悪い"]
+    keys = duplicate_keys(same + apart)
+    assert len(set(keys[:4])) == 1 and keys[4] == keys[5]  # casefolding: ß is ss
+    assert len({keys[0], *keys[6:]}) == 1 + 6  # accents and other scripts are kept apart
+
+
+def test_exact_and_normalised_duplicates_of_a_users_file_never_cross_splits(tmp_path):
+    spellings = (lambda w: f"{w} is a fine film",  # an exact copy, upper case, full width + ligature
+                 lambda w: f"{w.upper()} IS A FINE FILM!", lambda w: f"  {w}  ｉｓ a ﬁne\tfilm. ")
+    cyrillic = "абвгдежзийклмнопрстуфхцчшщъыьэюя"
+    rows, source = [], []
+    for i in range(60):  # 60 texts, Latin and Cyrillic (differing in letters only), 1-3 copies each
+        word = f"film{i}" if i % 2 else "фильм" + cyrillic[i % 32] + cyrillic[i // 32]
+        for j in range(1 + i % 3):
+            rows.append({"text": spellings[j if i % 5 else 0](word), "label": "pos" if i % 2 else "neg"})
+            source.append(i)
+    pd.DataFrame(rows).to_csv(tmp_path / "dups.csv", index=False)
+    artifact, manifest, _ = register("udups", "text", tmp_path / "dups.csv", {}, tmp_path / "data")
+    assert (manifest["duplicate_groups"], manifest["duplicate_rows"]) == (40, 100)
+    where: dict[int, set[str]] = {}
+    for split in ("train", "val", "test"):
+        for row in load_split(artifact, split).ids:
+            where.setdefault(source[int(row)], set()).add(split)
+    assert len(where) == 60 and all(len(splits) == 1 for splits in where.values())
+
+
 def test_duplicate_texts_of_a_users_file_stay_in_one_split(tmp_path):
     rows = [{"text": f"Review number {i % 40}{'!' if i % 3 else '.'}", "label": "pos" if i % 2 else "neg"}
             for i in range(200)]  # 40 distinct texts once case and punctuation are set aside

@@ -41,8 +41,9 @@ def _manifest(home: Path, name: str) -> tuple[Path, dict]:
     return artifact, json.loads((artifact / "manifest.json").read_text())
 
 
-def test_spoken_digits_are_synthesized_with_voices_kept_apart(home):
+def test_spoken_digits_hold_out_whole_accents(home):
     from datamodules.artifact import load_split, read_extra
+    from datamodules.audio import ACCENTS
 
     artifact, m = _manifest(home, "spoken-digits")
     assert m["modality"] == "synthetic speech" and m["num_classes"] == 10 and m["input_dim"] == 40
@@ -50,10 +51,15 @@ def test_spoken_digits_are_synthesized_with_voices_kept_apart(home):
     assert sum(s["n"] for s in m["splits"].values()) == 7 * 14 * 3 * 10
     assert m["sample_rates"] == {"22050": 2940}  # espeak-ng's rate, resampled to 16 kHz
     clips = read_extra(artifact, "clips")  # "<digit>/<accent>+<variant>_<take>.wav"
-    voices = {s: {clips[i].split("/")[1].rsplit("_", 1)[0] for i in load_split(artifact, s).ids}
-              for s in ("train", "val", "test")}
-    assert not (voices["train"] & voices["test"]) and not (voices["train"] & voices["val"])
-    assert len(voices["test"]) == m["groups"]["test"] >= 10
+    accents = {s: {clips[i].split("/")[1].split("+")[0] for i in load_split(artifact, s).ids}
+               for s in ("train", "val", "test")}
+    assert not (accents["train"] & accents["test"]) and not (accents["train"] & accents["val"])
+    assert not (accents["val"] & accents["test"])
+    # the same accents as spoken-digit-strings, as the README says
+    assert {s: sorted(a) for s, a in accents.items()} == m["groups"] == {
+        "train": sorted(set(ACCENTS) - {"en-029", "en-gb"}), "val": ["en-029"], "test": ["en-gb"]}
+    assert _manifest(home, "spoken-digit-strings")[1]["groups"] == m["groups"]
+    assert [m["splits"][s]["n"] for s in ("train", "val", "test")] == [5 * 420, 420, 420]
 
 
 def test_a_second_prepare_all_reuses_every_artifact(home):
