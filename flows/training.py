@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 # What the network, the task and a logged model need to know about a prepared dataset.
 DATA_KEYS = ("task", "num_classes", "horizon", "input_dim", "vocab_size", "target_channel",
-             "window", "outputs", "season", "mase_scale", "calendar_channels", "frames_per_label")
+             "window", "outputs", "season", "mase_scale", "calendar_channels", "frames_per_label",
+             "max_label_length")
 SPLIT_NAMES = ("train", "val", "test")
 
 

@@ -3,12 +3,13 @@ sequence one step at a time from the encoder's summary, reading its own previous
 truth while training: teacher forcing, with optional scheduled sampling), with or without
 attention over the encoder's states. The attention and the step loop live here once (``Decoder``);
 what a step reads and emits is the task's side: values for forecasting (``ForecastDecoder``),
-token ids through an embedding and an argmax for a token decoder.
+token ids through an embedding and an argmax for transcription (``TokenDecoder``).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -212,6 +213,8 @@ class Seq2SeqNetwork(SequenceNetwork):
     """An encoder and a decoder head (``head``): the decoder reads the encoder's states and
     summary, the input (where the first step's value is) and, while training, the targets."""
 
+    decodes = True  # it produces the output sequence itself: a task puts no other reading around it
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor | None = None,
                 weights: bool = False):
         outputs, pooled = self.encoder(x, lengths)
@@ -220,3 +223,79 @@ class Seq2SeqNetwork(SequenceNetwork):
         memory_lengths = shorten(lengths) if shorten is not None else lengths
         extra = {"weights": True} if weights else {}
         return self.head(outputs, pooled, x, lengths, memory_lengths.to(outputs.device), y, **extra)
+
+
+class TokenSteps(NamedTuple):
+    """A token decoder's output: per-step log-probabilities (B, S, labels + 1) over the labels
+    and the end token (the last class). Step s of a sequence that has already said "end" is
+    padding; while teacher forced, S is the batch's longest label sequence plus its end."""
+
+    log_probs: torch.Tensor
+
+
+class TokenDecoder(nn.Module):
+    """The decoder as a transcription head: label tokens one at a time, then an end token.
+    Each step reads the previous token through an embedding (a start token at step 1): the
+    truth while training (teacher forcing), else its own argmax (greedy free running, at most
+    ``max_length`` labels and the end). ``y``: the labels, rows padded with negative values."""
+
+    def __init__(self, in_dim: int, labels: int, max_length: int, cell: str = "gru", hidden_size: int = 64,
+                 num_layers: int = 1, dropout: float = 0.0, attention: str = "none",
+                 scheduled_sampling: float = 0.0):
+        super().__init__()
+        self.end, self.start, self.max_length = int(labels), int(labels) + 1, int(max_length)
+        self.embedding = nn.Embedding(int(labels) + 2, int(hidden_size))
+        self.decoder = Decoder(cell, self.embedding.embedding_dim, int(labels) + 1, summary_dim=in_dim,
+                               memory_dim=in_dim, hidden_size=hidden_size, num_layers=num_layers,
+                               dropout=dropout, attention=attention, sampling=scheduled_sampling)
+
+    def targets(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, L + 1): each row's labels, then the end token (which also fills the padding)."""
+        y = y.long()
+        padded = torch.cat([y, y.new_full((y.size(0), 1), -1)], dim=1)
+        return padded.masked_fill(padded < 0, self.end)[:, :int((y >= 0).sum(dim=1).max()) + 1]
+
+    def forward(self, memory: torch.Tensor, summary: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor,
+                memory_lengths: torch.Tensor, y: torch.Tensor | None = None, weights: bool = False):
+        first = torch.full((x.size(0),), self.start, dtype=torch.long, device=memory.device)
+        teacher = None if y is None else self.targets(y.to(memory.device))
+        steps = self.max_length + 1 if teacher is None else teacher.size(1)
+        logits, attention = self.decoder(memory, memory_lengths, summary, first, steps, embed=self.embedding,
+                                         feedback=_argmax, teacher=teacher, end=self.end)
+        out = TokenSteps(logits.float().log_softmax(dim=-1))
+        return (out, attention) if weights else out
+
+
+def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(dim=-1)
+
+
+def token_loss(out: TokenSteps, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over each sequence's labels and its end token (the steps after are not
+    scored), averaged per sequence then over the batch. Free running may stop before the
+    reference does: the missing steps count as a uniform guess (log of the class count)."""
+    lp = out.log_probs
+    end = lp.size(-1) - 1
+    y = y.to(lp.device).long()
+    counts = (y >= 0).sum(dim=1)
+    width = int(counts.max()) + 1
+    if lp.size(1) < width:
+        uniform = torch.full((lp.size(0), width - lp.size(1), lp.size(2)), -math.log(lp.size(2)),
+                             dtype=lp.dtype, device=lp.device)
+        lp = torch.cat([lp, uniform], dim=1)
+    lp = lp[:, :width]
+    target = torch.cat([y, y.new_full((y.size(0), 1), -1)], dim=1)[:, :width]
+    scored = torch.arange(width, device=lp.device)[None, :] <= counts[:, None]
+    target = torch.where(torch.arange(width, device=lp.device)[None, :] == counts[:, None],
+                         torch.full_like(target, end), target).clamp(min=0)
+    nll = -lp.gather(-1, target[..., None])[..., 0] * scored
+    return (nll.sum(dim=1) / (counts + 1)).mean()
+
+
+def read_tokens(out: TokenSteps) -> list[list[int]]:
+    """Each sequence's tokens up to (not including) its first end token."""
+    end = out.log_probs.size(-1) - 1
+    rows = []
+    for row in out.log_probs.detach().argmax(dim=-1).tolist():
+        rows.append(row[:row.index(end)] if end in row else row)
+    return rows

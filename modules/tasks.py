@@ -425,7 +425,9 @@ def _label_text(rows: list[list[int]]) -> list[str]:
 class Transcription(Task):
     """A label sequence of its own length for each input (``3141`` for "three one four one"):
     the encoder's every frame scores the labels and a blank, trained with CTC; read off by
-    greedy decoding, or by a prefix beam search of width ``beam``. ``der``: the label error
+    greedy decoding, or by a prefix beam search of width ``beam``. An encoder-decoder variant
+    instead emits the labels one token at a time, then an end token (``TokenDecoder``: teacher
+    forced cross-entropy in training, greedy free running otherwise). ``der``: the label error
     rate (edit distance over reference length, as torchmetrics' CharErrorRate on label
     strings; the digit error rate on digits); ``string_acc``: whole transcripts right.
     Labels are the values >= 0 of each row of ``y`` (rows are padded with negative values)."""
@@ -440,12 +442,22 @@ class Transcription(Task):
         from modules.ctc import CTCOutput
 
         self.option(hparams, "beam")
-        return CTCOutput(net)
+        # a decoder (an encoder-decoder variant) emits the labels itself: no CTC around it
+        return net if getattr(net, "decodes", False) else CTCOutput(net)
+
+    def decoder_head(self, in_dim, data, decoder):
+        from modules.seq2seq import TokenDecoder
+
+        if "max_label_length" not in data:
+            raise TaskError("a decoder on a transcription dataset needs the dataset fact max_label_length "
+                            "(how many labels free running may emit before its end token)")
+        return TokenDecoder(in_dim, int(data["num_classes"]), int(data["max_label_length"]), **decoder)
 
     def loss(self, out, y):
         from modules.ctc import ctc_loss
+        from modules.seq2seq import TokenSteps, token_loss
 
-        return ctc_loss(out, y)
+        return token_loss(out, y) if isinstance(out, TokenSteps) else ctc_loss(out, y)
 
     def metrics(self, data):
         from torchmetrics.text import CharErrorRate
@@ -455,8 +467,13 @@ class Transcription(Task):
         return _collection({"der": CharErrorRate(), "string_acc": StringAccuracy()})
 
     def transcripts(self, out, beam) -> list[list[int]]:
+        """CTC frames decoded (greedy or beam search); a decoder's tokens read up to its end
+        token (greedy: ``beam`` applies to CTC only)."""
         from modules.ctc import decode
+        from modules.seq2seq import TokenSteps, read_tokens
 
+        if isinstance(out, TokenSteps):
+            return read_tokens(out)
         return decode(out.detach().float().cpu(), beam)
 
     def metric_inputs(self, out, batch, data):
@@ -498,7 +515,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
             causal=True, baseline_kind="unigram"),
     PerStep("sequence", monitor="bpc", mode="min", reported=("bpc", "acc"), per_step=True),
     Transcription("transcription", monitor="der", mode="min", reported=("der", "string_acc"),
-                  per_step=True, aligned=False),
+                  per_step=True, aligned=False, decodes=True),
 )}
 BUILTIN = tuple(TASKS)
 

@@ -145,7 +145,7 @@ def test_decoders_are_refused_where_the_target_is_not_a_sequence_and_bad_setting
     classification = tasks.get("classification")
     reason = VARIANTS["seq2seq"].incompatibility(classification)
     assert reason == ("seq2seq decodes an output sequence step by step, and a classification dataset's "
-                      "target is not a sequence it produces (it trains on forecasting datasets)")
+                      "target is not a sequence it produces (it trains on forecasting and transcription datasets)")
     for task in ("language-model", "sequence", "regression"):
         assert "decodes an output sequence" in VARIANTS["seq2seq-attn"].incompatibility(tasks.get(task))
     with pytest.raises(VariantError, match="decodes an output sequence"):

@@ -1,7 +1,9 @@
 """The transcription task without espeak-ng: CTC decoding (greedy against beam search) on
 constructed posteriors, the digit error rate and whole-string accuracy on known edit
 distances, the trivial baseline's transcript, padding that never changes a transcript, and
-the plan refusing a front end too strided for CTC and skipping the mlp.
+the plan refusing a front end too strided for CTC and skipping the mlp; the attention
+decoder's token loss, its transcripts read up to its end token, and it learning four
+transcripts exactly.
 (tests/integration/test_transcription.py trains every variant on synthesized speech.)"""
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from modules.ctc import beam_decode, ctc_loss, decode, greedy_decode
 from modules.variants import VARIANTS
 
 TASK = tasks.get("transcription")
-DATA = {"task": "transcription", "num_classes": 10, "input_dim": 4, "vocab_size": 0, "frames_per_label": 12}
+DATA = {"task": "transcription", "num_classes": 10, "input_dim": 4, "vocab_size": 0, "frames_per_label": 12,
+        "max_label_length": 5}
 
 
 def posterior(*frames: dict[int, float], classes: int = 3) -> torch.Tensor:
@@ -90,8 +93,8 @@ def test_padding_never_changes_a_transcript_or_its_loss(variant):
     y = torch.tensor([[1, 2, 2]])
     alone = net(x, torch.tensor([30]))
     padded = net(torch.cat([x, torch.zeros(1, 17, 4)], dim=1), torch.tensor([30]))
-    assert decode(alone, 3) == decode(padded, 3)
-    assert ctc_loss(alone, y).item() == pytest.approx(ctc_loss(padded, y).item(), rel=1e-4)
+    assert TASK.transcripts(alone, 3) == TASK.transcripts(padded, 3)
+    assert TASK.loss(alone, y).item() == pytest.approx(TASK.loss(padded, y).item(), rel=1e-4)
 
 
 def test_the_plan_refuses_a_front_end_too_strided_for_ctc_and_skips_the_mlp(tmp_path):
@@ -109,7 +112,60 @@ def test_the_plan_refuses_a_front_end_too_strided_for_ctc_and_skips_the_mlp(tmp_
                   variants_=["cnn-gru"], check_machine=False)
     preset.write_text(body + '[variant_space.cnn-gru]\nkernel = 6\nstride = 4\n')
     plan = make_plan(settings, preset=None, preset_path=preset, datasets=["spoken-digit-strings"],
-                     variants_=["cnn-gru", "mlp"], check_machine=False)
-    assert [p.variant for p in plan.pairs] == ["cnn-gru"]
+                     variants_=["cnn-gru", "mlp", "seq2seq-attn"], check_machine=False)
+    assert [p.variant for p in plan.pairs] == ["cnn-gru", "seq2seq-attn"]  # the decoder is a transcriber
     assert plan.skipped == ["spoken-digit-strings · mlp skipped: mlp maps the whole input at once, so on a "
                             "transcription dataset it has no frames to read a label sequence from"]
+
+
+def test_the_token_loss_scores_each_label_and_the_end_and_reads_up_to_the_end_token():
+    from modules.seq2seq import TokenSteps, read_tokens, token_loss
+
+    # 3 labels + end (class 3); sequence 0 says "2 0 end", sequence 1 "1 end" then padding
+    lp = torch.full((2, 3, 4), math.log(0.1))
+    for row, path in enumerate(([2, 0, 3], [1, 3, 0])):
+        lp[row, torch.arange(3), torch.tensor(path)] = math.log(0.7)
+    out = TokenSteps(lp)
+    assert read_tokens(out) == [[2, 0], [1]]
+    y = torch.tensor([[2, 0], [1, -1]])
+    assert token_loss(out, y).item() == pytest.approx(-math.log(0.7))  # every scored step right
+    wrong = torch.tensor([[2, 1], [1, -1]])  # sequence 0's second label missed: (2 * 0.7 + 0.1) / 3
+    expected = (-(2 * math.log(0.7) + math.log(0.1)) / 3 - math.log(0.7)) / 2
+    assert token_loss(out, wrong).item() == pytest.approx(expected)
+    # free running that stopped after 2 steps: the reference's third step counts as a uniform guess
+    short = token_loss(TokenSteps(lp[:1, :2]), torch.tensor([[2, 0]]))
+    assert short.item() == pytest.approx(-(2 * math.log(0.7) + math.log(0.25)) / 3)
+    spec = {"labels": [str(d) for d in range(3)], "hparams": {"beam": 4}}
+    assert TASK.predictions(out, torch.tensor([5, 5]), spec)["transcript"].tolist() == ["20", "1"]
+
+
+def test_the_attention_decoder_learns_four_transcripts_exactly_and_stops_at_its_end_token():
+    torch.manual_seed(0)
+    net = VARIANTS["seq2seq-attn"].build(TASK, DATA, {"hidden_size": 16, "num_layers": 1, "dropout": 0.0})
+    assert not any(type(m).__name__ == "CTCOutput" for m in net.modules())  # no CTC head around it
+    unbounded = {k: v for k, v in DATA.items() if k != "max_label_length"}
+    with pytest.raises(tasks.TaskError, match="needs the dataset fact max_label_length"):
+        VARIANTS["seq2seq"].build(TASK, unbounded, {"hidden_size": 8})
+    codes = torch.randn(10, 4, generator=torch.Generator().manual_seed(1))
+    labels = [[3, 1, 4], [1, 5], [9, 2, 6, 5], [0, 0, 7]]
+    lengths = torch.tensor([3 * len(row) for row in labels])
+    x = torch.zeros(4, int(lengths.max()), 4)
+    y = torch.full((4, 4), -1)
+    for i, row in enumerate(labels):
+        x[i, :3 * len(row)] = codes[row].repeat_interleave(3, dim=0)  # 3 frames per digit
+        y[i, :len(row)] = torch.tensor(row)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-2)
+    for _ in range(40):  # exact from about step 12 on seeds 0 to 2
+        net.train()
+        out = net(x, lengths, y)  # teacher forced: the labels and the end, 5 steps
+        assert out.log_probs.shape == (4, 5, 11)
+        loss = TASK.loss(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        free = net(x, lengths)  # free running, from its own argmax
+    assert TASK.transcripts(free, 1) == labels
+    assert free.log_probs.size(1) == 5  # stopped once every sequence said its end token
+    assert TASK.loss(free, y).item() < 0.1

@@ -44,6 +44,8 @@ stride = 3
 channels = 8
 [variant_space.gru]
 beam = 4
+[variant_space.seq2seq-attn]
+attention = "luong"
 """
 
 
@@ -83,6 +85,7 @@ def test_every_transcriber_reaches_the_leaderboard_and_serves_from_an_audio_file
                        experiment="transcription", tracking_uri=uri)
     able = [v for v in VARIANTS if not VARIANTS[v].incompatibility(get("transcription"))]
     assert len(able) == len(VARIANTS) - 1  # the mlp, skipped with a note
+    assert {"seq2seq", "seq2seq-attn"} <= set(able)  # the decoders transcribe without CTC
     board = result["boards"]["spoken-digit-strings"].set_index("variant")
     assert set(able) < set(board.index) and "(most frequent label x most frequent length)" in board.index
     assert board.loc[able, "val/der"].notna().all() and board.loc[able, "test/string_acc"].notna().all()
@@ -100,9 +103,12 @@ def test_every_transcriber_reaches_the_leaderboard_and_serves_from_an_audio_file
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env.update(RNNBENCH_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))  # this checkout, run from elsewhere
-    proc = subprocess.run([str(BIN / "rnnbench"), "predict", "--dataset", "spoken-digit-strings", "--input",
-                           str(clip), "--tracking-uri", uri], capture_output=True, text=True, env=env,
-                          cwd=elsewhere, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (line,) = proc.stdout.strip().splitlines()
-    assert re.fullmatch(r"[0-9]*", json.loads(line)["transcript"])
+    # the champion, and the attention decoder's own logged model
+    (attn,) = [r for r in runs if r.data.tags.get("rnnbench.role") == "sweep"
+               and r.data.tags.get("variant") == "seq2seq-attn"]
+    for which in (["--dataset", "spoken-digit-strings"], ["--model-uri", f"runs:/{attn.info.run_id}/model"]):
+        proc = subprocess.run([str(BIN / "rnnbench"), "predict", *which, "--input", str(clip), "--tracking-uri",
+                               uri], capture_output=True, text=True, env=env, cwd=elsewhere, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        (line,) = proc.stdout.strip().splitlines()
+        assert re.fullmatch(r"[0-9]*", json.loads(line)["transcript"])
