@@ -619,7 +619,9 @@ def _record_verdicts(req: SweepRequest, sweep_run_id: str, grid, only_done: bool
     for result in grid:
         metrics = result.metrics or {}
         epochs = int(metrics.get("training_iteration", 0))
-        if only_done and not (metrics.get("done") or epochs >= req.budget.max_epochs):
+        # after an interruption Tune reports every trial it stopped as done: only the epochs
+        # say which ran to the end (one the scheduler stopped early stays open and is KILLED)
+        if only_done and epochs < req.budget.max_epochs:
             continue
         trial_run = tracking.find_child(uri, req.experiment_id, sweep_run_id,
                                         {"rnnbench.trial_id": metrics.get("trial_id", "")})
